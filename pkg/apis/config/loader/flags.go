@@ -1,0 +1,88 @@
+package loader
+
+import (
+	"fmt"
+
+	"github.com/spf13/pflag"
+
+	"github.com/volume-agent/volume-agent/pkg/apis/config"
+)
+
+// AddFlags registers on fs one flag per configuration field that a flag can
+// set (the flags named in config.FieldSources), bound to the fields of cfg,
+// whose current values become the flags' defaults. Verbosity is left to
+// klog's -v flag. Bind the flags to a scratch configuration such as Default()
+// and merge them with ApplyChangedFlags: parsing them straight into the
+// configuration would let flag defaults hide the configuration file.
+func AddFlags(fs *pflag.FlagSet, cfg *config.AgentConfiguration) {
+	fs.StringVar(&cfg.RootDir, config.FlagRootDir, cfg.RootDir,
+		"Directory for the agent's state: volume directories, ready markers and, by default, the API socket (config: rootDir).")
+	fs.StringVar(&cfg.PodManifestPath, config.FlagPodManifestPath, cfg.PodManifestPath,
+		"File or directory of static pod manifests; empty disables the file source (config: podManifestPath).")
+	fs.StringVar(&cfg.NodeName, config.FlagNodeName, cfg.NodeName,
+		"Name of this node; defaults to the lower-cased host name (config: nodeName).")
+	fs.StringVar(&cfg.NodeIP, config.FlagNodeIP, cfg.NodeIP,
+		"IP address of this node (config: nodeIP).")
+	fs.StringVar(&cfg.Logging.Format, config.FlagLogFormat, cfg.Logging.Format,
+		`Log format, "text" or "json" (config: logging.format).`)
+	fs.StringSliceVar(&cfg.GitRepo.AllowedProtocols, config.FlagGitAllowedProtocols, cfg.GitRepo.AllowedProtocols,
+		"Comma-separated URL schemes gitRepo volumes may use, among https, ssh, git, http and file (config: gitRepo.allowedProtocols).")
+	fs.DurationVar(&cfg.GitRepo.Timeout.Duration, config.FlagGitTimeout, cfg.GitRepo.Timeout.Duration,
+		"Time limit of one git clone or checkout (config: gitRepo.timeout).")
+	fs.StringVar(&cfg.Flocker.ControlServiceHost, config.FlagFlockerControlServiceHost, cfg.Flocker.ControlServiceHost,
+		"Host of the Flocker control service (config: flocker.controlServiceHost; env: "+config.EnvFlockerControlServiceHost+").")
+	fs.Int32Var(&cfg.Flocker.Port, config.FlagFlockerControlServicePort, cfg.Flocker.Port,
+		"Port of the Flocker control service (config: flocker.port; env: "+config.EnvFlockerControlServicePort+").")
+	fs.Int32Var(&cfg.VolumeManager.Workers, config.FlagWorkers, cfg.VolumeManager.Workers,
+		"Number of volume operations run at the same time (config: volumeManager.workers).")
+	fs.DurationVar(&cfg.VolumeManager.OperationTimeout.Duration, config.FlagOperationTimeout, cfg.VolumeManager.OperationTimeout.Duration,
+		"Time limit of one volume set-up or tear-down (config: volumeManager.operationTimeout).")
+	fs.DurationVar(&cfg.VolumeManager.ResyncPeriod.Duration, config.FlagResyncPeriod, cfg.VolumeManager.ResyncPeriod.Duration,
+		"Period of full reconciliation of desired and actual state (config: volumeManager.resyncPeriod).")
+	fs.BoolVar(&cfg.VolumeManager.TeardownOnExit, config.FlagTeardownOnExit, cfg.VolumeManager.TeardownOnExit,
+		"Tear every volume down when the agent stops (config: volumeManager.teardownOnExit).")
+	fs.StringVar(&cfg.Server.SocketPath, config.FlagSocket, cfg.Server.SocketPath,
+		"Unix socket of the local API; empty means <root-dir>/"+config.DefaultSocketName+" (config: server.socketPath).")
+	fs.StringVar(&cfg.Server.SocketMode, config.FlagSocketMode, cfg.Server.SocketMode,
+		"Octal permission bits of the API socket (config: server.socketMode).")
+	fs.StringVar(&cfg.Server.MetricsAddress, config.FlagMetricsAddress, cfg.Server.MetricsAddress,
+		"host:port or :port to serve metrics on; empty turns metrics off (config: server.metricsAddress).")
+	fs.StringArrayVar(&cfg.Hooks.Directories, config.FlagHookDir, cfg.Hooks.Directories,
+		"Directory searched for hooks; repeat for several, in search order. Replaces the configured list (config: hooks.directories).")
+	fs.StringVar(&cfg.Hooks.FaultHooksFile, config.FlagFaultHooksFile, cfg.Hooks.FaultHooksFile,
+		"Fault-injection script; empty means none (config: hooks.faultHooksFile).")
+}
+
+// ApplyChangedFlags copies onto cfg the value of every flag of fs that
+// AddFlags registered and that was set explicitly (pflag's Changed), leaving
+// every other field of cfg as it is. fs may hold other flags too; they are
+// ignored. Applying the same flags twice gives the same result.
+func ApplyChangedFlags(fs *pflag.FlagSet, cfg *config.AgentConfiguration) error {
+	target := pflag.NewFlagSet("config", pflag.ContinueOnError)
+	AddFlags(target, cfg)
+	var firstErr error
+	fs.Visit(func(changed *pflag.Flag) {
+		dst := target.Lookup(changed.Name)
+		if dst == nil || firstErr != nil {
+			return
+		}
+		if err := copyFlagValue(changed.Value, dst.Value); err != nil {
+			firstErr = fmt.Errorf("failed to apply flag --%s: %w", changed.Name, err)
+		}
+	})
+	return firstErr
+}
+
+// copyFlagValue copies a flag value onto a flag value of the same type.
+// Lists go through SliceValue because their String form does not parse back.
+func copyFlagValue(src, dst pflag.Value) error {
+	if src.Type() != dst.Type() {
+		return fmt.Errorf("flag has type %s, want %s", src.Type(), dst.Type())
+	}
+	srcList, srcIsList := src.(pflag.SliceValue)
+	dstList, dstIsList := dst.(pflag.SliceValue)
+	if srcIsList && dstIsList {
+		return dstList.Replace(srcList.GetSlice())
+	}
+	return dst.Set(src.String())
+}
