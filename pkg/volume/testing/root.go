@@ -2,6 +2,9 @@ package testing
 
 import (
 	"os"
+	"path/filepath"
+	"sort"
+	"strings"
 	"testing"
 
 	"k8s.io/mount-utils"
@@ -38,4 +41,28 @@ func Mount(t testing.TB, source, target, fstype string, options []string) {
 			}
 		}
 	})
+}
+
+// UnmountAllBeneath unmounts every mount at or under dir, deepest first, so
+// that a test that failed half-way leaves no mount behind.
+func UnmountAllBeneath(t testing.TB, mounter mount.Interface, dir string) {
+	t.Helper()
+	mountPoints, err := mounter.List()
+	if err != nil {
+		t.Errorf("failed to list mounts: %v", err)
+		return
+	}
+	prefix := filepath.Clean(dir) + string(filepath.Separator)
+	var paths []string
+	for _, mp := range mountPoints {
+		if p := filepath.Clean(mp.Path); p == filepath.Clean(dir) || strings.HasPrefix(p, prefix) {
+			paths = append(paths, p)
+		}
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(paths)))
+	for _, p := range paths {
+		if err := mounter.Unmount(p); err != nil {
+			t.Errorf("failed to unmount %s: %v", p, err)
+		}
+	}
 }
