@@ -1,0 +1,11 @@
+package app
+
+import "github.com/spf13/cobra"
+
+// commands returns volume-agent's subcommands.
+func (a *App) commands() []*cobra.Command {
+	return []*cobra.Command{
+		a.newVersionCommand(),
+		a.newPluginsCommand(),
+	}
+}

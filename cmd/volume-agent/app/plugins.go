@@ -1,0 +1,20 @@
+package app
+
+import (
+	"github.com/volume-agent/volume-agent/pkg/apis/config"
+	"github.com/volume-agent/volume-agent/pkg/volume"
+	"github.com/volume-agent/volume-agent/pkg/volume/emptydir"
+)
+
+// PluginProber returns volume plugins configured from the agent's
+// configuration.
+type PluginProber func(cfg *config.AgentConfiguration) []volume.VolumePlugin
+
+// BuiltinPlugins returns the plugins volume-agent probes at start. The list
+// is decided here, by the binary, not by dynamic linking or init() side
+// effects.
+func BuiltinPlugins(cfg *config.AgentConfiguration) []volume.VolumePlugin {
+	var plugins []volume.VolumePlugin
+	plugins = append(plugins, emptydir.ProbeVolumePlugins()...)
+	return plugins
+}
