@@ -1,0 +1,43 @@
+# volume-agent: the two commands that do everything are `make run` and `make test`.
+
+GO        ?= go
+BIN_DIR   := $(CURDIR)/bin
+BINARY    := $(BIN_DIR)/volume-agent
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X github.com/volume-agent/volume-agent/cmd/volume-agent/app.version=$(VERSION)
+# The embedded default root dir of `make run`, inside the repo.
+RUN_DIR   := $(CURDIR)/.run
+BENCH_COUNT ?= 6
+BENCHSTAT := golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
+
+.PHONY: help
+help: ## Show the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## Build bin/volume-agent
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BINARY) ./cmd/volume-agent
+
+.PHONY: test
+test: lint ## Run every test: unit (-race), root-only tests on real mounts, end-to-end
+	@if [ "$$(id -u)" != 0 ]; then echo "NOTE: not root: tests that make real mounts will skip"; fi
+	$(GO) test -race -timeout 12m ./...
+
+.PHONY: lint
+lint: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+.PHONY: bench
+bench: ## Run the benchmarks (long) and summarise them with benchstat
+	mkdir -p _output
+	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) -timeout 60m ./pkg/... ./test/bench/... | tee _output/bench.txt
+	$(GO) run $(BENCHSTAT) _output/bench.txt
+
+.PHONY: run
+run: build ## Set the bundled examples/ up under .run/ (no network needed)
+	RUN_DIR=$(RUN_DIR) BINARY=$(BINARY) ./hack/run-examples.sh
+
+.PHONY: clean
+clean: ## Remove build output (not .run/, which may hold mounts: use `make run` to tear it down)
+	rm -rf $(BIN_DIR) _output
