@@ -11,8 +11,11 @@
 package loader
 
 import (
+	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -72,6 +75,11 @@ func decode(data []byte) (*config.AgentConfiguration, error) {
 	}
 	obj, _, err := codecs.UniversalDecoder().Decode(data, nil, nil)
 	if err != nil {
+		// Some decoding errors, such as a malformed duration, do not say
+		// which field holds the bad value.
+		if path := badField(data, gvk); path != "" && !strings.Contains(err.Error(), path) {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
 		return nil, err
 	}
 	cfg, ok := obj.(*config.AgentConfiguration)
@@ -79,6 +87,42 @@ func decode(data []byte) (*config.AgentConfiguration, error) {
 		return nil, fmt.Errorf("decoded unexpected type %T", obj)
 	}
 	return cfg, nil
+}
+
+// badField returns the dotted path of the first field (in sorted order) whose
+// value alone does not decode into a gvk object, or "" if there is none.
+func badField(data []byte, gvk schema.GroupVersionKind) string {
+	var doc map[string]any
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return ""
+	}
+	decodes := func(doc any) bool {
+		single, err := json.Marshal(doc)
+		if err != nil {
+			return false
+		}
+		obj, err := scheme.New(gvk)
+		return err == nil && json.Unmarshal(single, obj) == nil
+	}
+	return findBadField(doc, func(v any) any { return v }, "", decodes)
+}
+
+// findBadField walks doc depth-first; wrap rebuilds the document path above
+// doc around a single value.
+func findBadField(doc map[string]any, wrap func(any) any, prefix string, decodes func(any) bool) string {
+	for _, key := range slices.Sorted(maps.Keys(doc)) {
+		wrapKey := func(v any) any { return wrap(map[string]any{key: v}) }
+		if nested, ok := doc[key].(map[string]any); ok {
+			if path := findBadField(nested, wrapKey, prefix+key+".", decodes); path != "" {
+				return path
+			}
+			continue
+		}
+		if !decodes(wrapKey(doc[key])) {
+			return prefix + key
+		}
+	}
+	return ""
 }
 
 // Default returns the configuration used when no file is given: every field
