@@ -20,6 +20,7 @@ import (
 	"github.com/volume-agent/volume-agent/pkg/apis/config"
 	"github.com/volume-agent/volume-agent/pkg/apis/config/loader"
 	"github.com/volume-agent/volume-agent/pkg/volume"
+	"github.com/volume-agent/volume-agent/pkg/volume/util"
 )
 
 // Exit codes, which scripts depend on.
@@ -141,7 +142,7 @@ func (a *App) load(cmd *cobra.Command) error {
 	a.Config = cfg
 	setUpLogging(cfg, a.Stderr)
 	a.Layout = volume.Layout{Root: cfg.RootDir}
-	a.Mounter = mount.New("")
+	a.Mounter = util.NewMounter()
 	a.Plugins = &volume.VolumePluginMgr{}
 	a.Host = volume.NewHost(volume.HostConfig{
 		Layout:   a.Layout,

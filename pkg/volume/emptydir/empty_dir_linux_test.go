@@ -29,7 +29,7 @@ func realPlugin(t *testing.T) volume.VolumePlugin {
 	// Containers' users must reach the volumes, as through a bind mount.
 	mustNoErr(t, os.Chmod(filepath.Dir(root), 0o755))
 	mustNoErr(t, os.Chmod(root, 0o755))
-	mounter := mount.New("")
+	mounter := util.NewMounter()
 	t.Cleanup(func() { volumetesting.UnmountAllBeneath(t, mounter, root) })
 	_, mgr := volumetesting.NewFakeVolumeHost(t, root, ProbeVolumePlugins(), volumetesting.FakeHostOptions{Mounter: mounter})
 	p, err := mgr.FindPluginByName(PluginName)
@@ -53,7 +53,7 @@ func TestConformanceRealMounts(t *testing.T) {
 				PluginName: PluginName,
 				Plugins:    ProbeVolumePlugins,
 				Spec:       func() *volume.Spec { return emptyDirSpec("vol1", medium, "") },
-				NewMounter: func() mount.Interface { return mount.New("") },
+				NewMounter: util.NewMounter,
 				StopHalfWay: func(t *testing.T, b volume.Builder) {
 					// The mount is made, the marker is not.
 					mustNoErr(t, os.MkdirAll(b.GetPath(), 0o777))
