@@ -7,5 +7,6 @@ func (a *App) commands() []*cobra.Command {
 	return []*cobra.Command{
 		a.newVersionCommand(),
 		a.newPluginsCommand(),
+		a.newValidateCommand(),
 	}
 }
