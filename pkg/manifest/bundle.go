@@ -13,8 +13,11 @@ import (
 // A Bundle is not safe for concurrent modification; it may be read
 // concurrently once built.
 type Bundle struct {
-	Pods                   []*v1.Pod
-	PersistentVolumes      []*v1.PersistentVolume
+	// Pods have a namespace and a UID (see Decode).
+	Pods []*v1.Pod
+	// PersistentVolumes have no namespace.
+	PersistentVolumes []*v1.PersistentVolume
+	// PersistentVolumeClaims have a namespace.
 	PersistentVolumeClaims []*v1.PersistentVolumeClaim
 
 	// origins maps each decoded object (by pointer) to where it came from.

@@ -81,6 +81,8 @@ type Options struct {
 // Decode reads every document of the manifest in r, YAML or JSON, and
 // returns the objects that decoded, with the defaults applied:
 //   - a Pod's or PersistentVolumeClaim's empty namespace becomes "default";
+//     a PersistentVolume's namespace is cleared, as the API server does for
+//     objects that are not namespaced;
 //   - a Pod without metadata.uid gets DerivePodUID(pod, opts.NodeName,
 //     source), computed after the namespace default, so the same manifest
 //     gives the same UID on every run.
@@ -88,7 +90,7 @@ type Options struct {
 // source names the manifest in errors, as a file name or "stdin". Documents
 // that are empty (only comments or whitespace) are skipped and not counted.
 //
-// The returned Bundle is never nil. The error, when not nil, is an
+// The returned Bundle is never nil. The error, when not nil, is a
 // utilerrors.Aggregate of *Error, one for every document that could not be
 // read or decoded and every unknown or duplicate field; the Bundle then
 // holds the objects that did decode, so that Validate can report their
@@ -325,7 +327,11 @@ func (d *decoder) decodeObject(original, data []byte, serializer runtime.Decoder
 	}
 	var header objectHeader
 	if err := json.Unmarshal(data, &header); err != nil {
-		d.fail(origin, "", fmt.Errorf("failed to read apiVersion, kind and metadata: %w", err))
+		if fieldErr := locateDecodeError(data, reflect.TypeFor[objectHeader](), root); fieldErr != nil {
+			d.errs = append(d.errs, origin.newError("", fieldErr.Field, fieldErr))
+		} else {
+			d.fail(origin, "", fmt.Errorf("failed to read apiVersion, kind and metadata: %w", err))
+		}
 		return
 	}
 	object := describe(header.Kind, defaultNamespace(header.Kind, header.Metadata.Namespace), header.Metadata.Name)
@@ -368,6 +374,9 @@ func (d *decoder) decodeObject(original, data []byte, serializer runtime.Decoder
 		d.bundle.Pods = append(d.bundle.Pods, obj)
 		d.bundle.setOrigin(obj, origin)
 	case *v1.PersistentVolume:
+		// A PersistentVolume is not namespaced: the API server drops a
+		// namespace given to it, and so does the decoder.
+		obj.Namespace = ""
 		d.bundle.PersistentVolumes = append(d.bundle.PersistentVolumes, obj)
 		d.bundle.setOrigin(obj, origin)
 	case *v1.PersistentVolumeClaim:

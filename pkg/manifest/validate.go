@@ -24,15 +24,14 @@ var supportedAccessModes = []v1.PersistentVolumeAccessMode{
 	v1.ReadWriteOnce, v1.ReadOnlyMany, v1.ReadWriteMany, v1.ReadWriteOncePod,
 }
 
-// Validate checks every object of b and returns an utilerrors.Aggregate of
+// Validate checks every object of b and returns a utilerrors.Aggregate of
 // *Error, one for every problem, ordered by source and document, or nil
 // when b is valid. It changes nothing.
 //
 // The generic rules are Kubernetes' rules for the fields volume-agent uses:
 //   - metadata as Kubernetes validates it on creation: every object has a
 //     name, a DNS-1123 subdomain; a Pod's and a claim's namespace is a
-//     DNS-1123 label; a PersistentVolume has no namespace; labels and
-//     annotations are valid. A pod's UID can be used as a directory name;
+//     DNS-1123 label; labels and annotations are valid. A pod's UID can be used as a directory name;
 //   - a pod's volumes have names that are DNS-1123 labels, unique in the pod;
 //     each has exactly one source (counted over every field of
 //     v1.VolumeSource, so that new sources are covered); a
