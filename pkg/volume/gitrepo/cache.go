@@ -1,0 +1,505 @@
+package gitrepo
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+
+	"github.com/volume-agent/volume-agent/pkg/volume"
+)
+
+// Files of a cache entry, ROOT/plugins/kubernetes.io~git-repo/cache/<key>/.
+const (
+	// mirrorDirName is the bare mirror. It appears only complete: it is
+	// cloned under a temporary name and renamed.
+	mirrorDirName = "mirror.git"
+	// lockFileName is flock'ed: shared while a volume is copied from the
+	// mirror, exclusive while the mirror is fetched, repaired or removed.
+	lockFileName = "lock"
+	// fetchingFileName exists while a fetch into an existing mirror runs; if
+	// it is found, that fetch was cut short and the mirror is repaired.
+	fetchingFileName = "fetching"
+	// lastUsedFileName's mtime is the entry's last use, for eviction.
+	lastUsedFileName = "last-used"
+	// urlFileName names the repository, credentials redacted, for people.
+	urlFileName = "url"
+	// Prefixes of a mirror being made and of one being removed.
+	newMirrorPrefix  = "mirror.new-"
+	oldMirrorPrefix  = "mirror.old-"
+	lockPollInterval = 10 * time.Millisecond
+)
+
+// errMirrorMissing means that the mirror is absent or needs repair, so the
+// volume must wait for a fetch.
+var errMirrorMissing = errors.New("mirror missing")
+
+// errNotMirrored means that the mirror lacks the commit asked for.
+var errNotMirrored = errors.New("commit not in mirror")
+
+// mirrorCache keeps a bare mirror per repository URL and makes volumes from
+// them without the network.
+type mirrorCache struct {
+	dir       string
+	maxBytes  int64
+	sizeLimit int64
+	git       *git
+	clock     clock.Clock
+
+	mu      sync.Mutex
+	fetches map[string]*fetchCall
+	// evicting is held by the one eviction pass that may run at a time.
+	evicting sync.Mutex
+}
+
+// fetchCall is a fetch in progress that other volumes of the same mirror
+// wait for instead of fetching again.
+type fetchCall struct {
+	done chan struct{}
+	err  error
+}
+
+func newMirrorCache(dir string, maxBytes, sizeLimit int64, g *git, clk clock.Clock) (*mirrorCache, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("failed to create cache dir: %w", err)
+	}
+	return &mirrorCache{dir: dir, maxBytes: maxBytes, sizeLimit: sizeLimit, git: g, clock: clk, fetches: map[string]*fetchCall{}}, nil
+}
+
+// cacheEntry is one repository's dir in the cache.
+type cacheEntry struct {
+	key string
+	dir string
+}
+
+func (e cacheEntry) path(name string) string { return filepath.Join(e.dir, name) }
+
+func (e cacheEntry) mirror() string { return e.path(mirrorDirName) }
+
+// normalizeURL returns the form of repo that names its mirror: scheme and
+// host lower-cased, a default port and trailing slashes dropped. User
+// information is kept: repositories reached with different credentials never
+// share a mirror.
+func normalizeURL(repo string) string {
+	if schemeURL.MatchString(repo) {
+		u, err := url.Parse(repo)
+		if err != nil {
+			return repo
+		}
+		u.Scheme = strings.ToLower(u.Scheme)
+		host, port := strings.ToLower(u.Hostname()), u.Port()
+		defaultPorts := map[string]string{"https": "443", "http": "80", "git": "9418", "ssh": "22"}
+		if port == "" || port == defaultPorts[u.Scheme] {
+			u.Host = host
+			if strings.Contains(host, ":") {
+				u.Host = "[" + host + "]"
+			}
+		} else {
+			u.Host = strings.ToLower(u.Host)
+		}
+		u.Path = strings.TrimRight(u.Path, "/")
+		u.RawPath = ""
+		return u.String()
+	}
+	if colon := strings.IndexByte(repo, ':'); colon > 0 {
+		return strings.ToLower(repo[:colon]) + strings.TrimRight(repo[colon:], "/")
+	}
+	return repo
+}
+
+// entry returns repo's cache entry, creating its dir.
+func (c *mirrorCache) entry(repo string) (cacheEntry, error) {
+	sum := sha256.Sum256([]byte(normalizeURL(repo)))
+	key := hex.EncodeToString(sum[:16])
+	e := cacheEntry{key: key, dir: filepath.Join(c.dir, key)}
+	if err := os.MkdirAll(e.dir, 0o700); err != nil {
+		return e, fmt.Errorf("failed to create cache entry: %w", err)
+	}
+	if _, err := os.Stat(e.path(urlFileName)); errors.Is(err, fs.ErrNotExist) {
+		_ = os.WriteFile(e.path(urlFileName), []byte(redactURL(repo)+"\n"), 0o600)
+	}
+	return e, nil
+}
+
+// populate makes target a clone of repo at rev (the default branch when
+// empty) from repo's mirror, fetching it first unless rev is a full commit
+// id the mirror has. A Final error (unknown revision, size limit) holds for
+// a direct clone too; after any other error the caller clones directly.
+func (c *mirrorCache) populate(ctx context.Context, repo, rev, target string) error {
+	e, err := c.entry(repo)
+	if err != nil {
+		return err
+	}
+	if isFullObjectID(rev) {
+		err := c.withMirror(ctx, e, func(mirror string) error {
+			if _, err := c.git.runOnMirror(ctx, mirror, "", "cat-file", "-e", rev+"^{commit}"); err != nil {
+				return errNotMirrored
+			}
+			return c.copyMirror(ctx, e, repo, rev, target)
+		})
+		if !errors.Is(err, errNotMirrored) && !errors.Is(err, errMirrorMissing) {
+			return err
+		}
+	}
+	// A mirror evicted between the fetch and the copy is fetched once more.
+	for range 2 {
+		if err := c.refresh(ctx, e, repo); err != nil {
+			return err
+		}
+		err := c.withMirror(ctx, e, func(string) error { return c.copyMirror(ctx, e, repo, rev, target) })
+		if !errors.Is(err, errMirrorMissing) {
+			return err
+		}
+	}
+	return fmt.Errorf("mirror of %s was removed while in use", redactURL(repo))
+}
+
+// withMirror runs fn on e's mirror under a shared lock, so that no fetch or
+// eviction changes the mirror meanwhile. It returns errMirrorMissing when
+// the mirror is absent or was left half-fetched.
+func (c *mirrorCache) withMirror(ctx context.Context, e cacheEntry, fn func(mirror string) error) error {
+	unlock, err := lockFile(ctx, e.path(lockFileName), unix.LOCK_SH)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if !exists(e.mirror()) || exists(e.path(fetchingFileName)) {
+		return errMirrorMissing
+	}
+	now := c.clock.Now()
+	if err := touch(e.path(lastUsedFileName), now); err != nil {
+		klog.FromContext(ctx).V(4).Info("Failed to record the use of a mirror", "path", e.dir, "err", err)
+	}
+	return fn(e.mirror())
+}
+
+// copyMirror clones the mirror into target with copied (not linked)
+// objects, so the volume depends on nothing outside it, then makes it look
+// like a clone of repo and checks rev out.
+func (c *mirrorCache) copyMirror(ctx context.Context, e cacheEntry, repo, rev, target string) error {
+	args := []string{"clone", "--quiet", "--no-hardlinks"}
+	if rev != "" {
+		args = append(args, "--no-checkout")
+	}
+	args = append(args, "--", e.mirror(), target)
+	if out, err := c.git.runOnMirror(ctx, "", "", args...); err != nil {
+		return commandError(ctx, "copy the mirror of "+redactURL(repo), repo, out, err)
+	}
+	gitDir := filepath.Join(target, ".git")
+	if out, err := c.git.runLocal(ctx, gitDir, "", "config", "remote.origin.url", repo); err != nil {
+		return commandError(ctx, "set the origin of "+redactURL(repo), repo, out, err)
+	}
+	if err := rewriteCloneReflog(gitDir, e.mirror(), repo); err != nil {
+		klog.FromContext(ctx).V(4).Info("Failed to rewrite a volume's reflog", "path", gitDir, "err", err)
+	}
+	if rev == "" {
+		return nil
+	}
+	return checkoutRevision(ctx, c.git, repo, rev, target)
+}
+
+// rewriteCloneReflog names repo, as a direct clone would, where the reflogs
+// of a clone of mirror name the mirror.
+func rewriteCloneReflog(gitDir, mirror, repo string) error {
+	from, to := "clone: from "+mirror, "clone: from "+anonymizeURL(repo)
+	return filepath.WalkDir(filepath.Join(gitDir, "logs"), func(path string, entry fs.DirEntry, err error) error {
+		if err != nil || !entry.Type().IsRegular() {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil || !strings.Contains(string(data), from) {
+			return err
+		}
+		return os.WriteFile(path, []byte(strings.ReplaceAll(string(data), from, to)), 0o644)
+	})
+}
+
+// anonymizeURL drops the user information of a URL, as git does when it
+// names a repository in a reflog.
+func anonymizeURL(repo string) string {
+	return userinfoInURL.ReplaceAllString(repo, "${1}")
+}
+
+// refresh fetches e's mirror from repo, creating it if needed. A volume that
+// asks while a fetch of the same mirror is running waits for that fetch and
+// shares its outcome.
+func (c *mirrorCache) refresh(ctx context.Context, e cacheEntry, repo string) error {
+	c.mu.Lock()
+	if call, ok := c.fetches[e.key]; ok {
+		c.mu.Unlock()
+		select {
+		case <-call.done:
+			return call.err
+		case <-ctx.Done():
+			return volume.NewTransientError(fmt.Errorf("failed to wait for the fetch of %s: %w", redactURL(repo), context.Cause(ctx)))
+		}
+	}
+	call := &fetchCall{done: make(chan struct{})}
+	c.fetches[e.key] = call
+	c.mu.Unlock()
+
+	call.err = c.fetch(ctx, e, repo)
+
+	c.mu.Lock()
+	delete(c.fetches, e.key)
+	c.mu.Unlock()
+	close(call.done)
+	return call.err
+}
+
+// fetch brings e's mirror up to date under an exclusive lock.
+func (c *mirrorCache) fetch(ctx context.Context, e cacheEntry, repo string) error {
+	logger := klog.FromContext(ctx)
+	unlock, err := lockFile(ctx, e.path(lockFileName), unix.LOCK_EX)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	c.repair(ctx, e)
+	if !exists(e.mirror()) {
+		return c.create(ctx, e, repo)
+	}
+	if err := os.WriteFile(e.path(fetchingFileName), nil, 0o600); err != nil {
+		return fmt.Errorf("failed to mark a fetch in progress: %w", err)
+	}
+	start := c.clock.Now()
+	watched, stop := watchSize(ctx, c.clock, e.mirror(), c.sizeLimit)
+	out, err := c.git.runNetwork(watched, e.mirror(), "fetch", "--quiet", "--prune", "--no-write-fetch-head",
+		"--", repo, "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
+	if sizeErr := stop(); sizeErr != nil && err == nil {
+		return volume.NewFinalError(fmt.Errorf("failed to fetch %s into the cache: %w (gitRepo.maxSizeBytes)", redactURL(repo), sizeErr))
+	}
+	if err != nil {
+		// A fetch that git ended itself left a consistent mirror; one that
+		// was killed keeps its marker, so that the next use repairs it.
+		if watched.Err() == nil {
+			_ = os.Remove(e.path(fetchingFileName))
+		}
+		return commandError(watched, "fetch "+redactURL(repo)+" into the cache", repo, out, err)
+	}
+	if err := os.Remove(e.path(fetchingFileName)); err != nil {
+		return fmt.Errorf("failed to clear the fetch marker: %w", err)
+	}
+	logger.V(2).Info("Fetched mirror", "repository", redactURL(repo), "duration", c.clock.Since(start))
+	return nil
+}
+
+// create makes e's mirror: a bare clone under a temporary name, renamed when
+// complete. The caller holds the exclusive lock.
+func (c *mirrorCache) create(ctx context.Context, e cacheEntry, repo string) error {
+	tmp, err := os.MkdirTemp(e.dir, newMirrorPrefix)
+	if err != nil {
+		return fmt.Errorf("failed to create a mirror dir: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	start := c.clock.Now()
+	watched, stop := watchSize(ctx, c.clock, tmp, c.sizeLimit)
+	out, err := c.git.runNetwork(watched, "", "clone", "--quiet", "--bare", "--", repo, tmp)
+	if sizeErr := stop(); sizeErr != nil {
+		return volume.NewFinalError(fmt.Errorf("failed to mirror %s: %w (gitRepo.maxSizeBytes)", redactURL(repo), sizeErr))
+	}
+	if err != nil {
+		return commandError(watched, "mirror "+redactURL(repo), repo, out, err)
+	}
+	if err := os.Rename(tmp, e.mirror()); err != nil {
+		return fmt.Errorf("failed to put the mirror in place: %w", err)
+	}
+	klog.FromContext(ctx).V(2).Info("Created mirror", "repository", redactURL(repo), "path", e.mirror(), "duration", c.clock.Since(start))
+	return nil
+}
+
+// repair removes what a crash left in e: half-made and half-removed
+// mirrors and, after an interrupted fetch, git's stale lock and temporary
+// files; a mirror that then fails a connectivity check is removed, to be
+// made again. The caller holds the exclusive lock.
+func (c *mirrorCache) repair(ctx context.Context, e cacheEntry) {
+	logger := klog.FromContext(ctx)
+	leftovers, _ := filepath.Glob(e.path(newMirrorPrefix + "*"))
+	old, _ := filepath.Glob(e.path(oldMirrorPrefix + "*"))
+	for _, dir := range append(leftovers, old...) {
+		logger.Info("Removing a mirror left by a crash", "path", dir)
+		if err := os.RemoveAll(dir); err != nil {
+			logger.Error(err, "Failed to remove a mirror left by a crash", "path", dir)
+		}
+	}
+	if !exists(e.path(fetchingFileName)) {
+		return
+	}
+	logger.Info("Repairing a mirror whose fetch was interrupted", "path", e.mirror())
+	_ = filepath.WalkDir(e.mirror(), func(path string, entry fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		name := entry.Name()
+		if entry.Type().IsRegular() && (strings.HasSuffix(name, ".lock") || strings.HasPrefix(name, "tmp_")) {
+			_ = os.Remove(path)
+		}
+		return nil
+	})
+	if exists(e.mirror()) {
+		if out, err := c.git.runLocal(ctx, e.mirror(), "", "fsck", "--connectivity-only", "--no-dangling", "--no-progress"); err != nil {
+			logger.Info("Removing a mirror that failed its check", "path", e.mirror(), "err", err, "output", tail(string(out), 512))
+			c.discardLocked(ctx, e)
+		}
+	}
+	_ = os.Remove(e.path(fetchingFileName))
+}
+
+// discardLocked removes e's mirror: renamed first, so that a crash never
+// leaves a half-removed mirror under its real name. The caller holds the
+// exclusive lock.
+func (c *mirrorCache) discardLocked(ctx context.Context, e cacheEntry) {
+	if !exists(e.mirror()) {
+		return
+	}
+	old, err := os.MkdirTemp(e.dir, oldMirrorPrefix)
+	if err == nil {
+		err = os.Rename(e.mirror(), filepath.Join(old, mirrorDirName))
+	}
+	if err == nil {
+		err = os.RemoveAll(old)
+	}
+	if err != nil {
+		klog.FromContext(ctx).Error(err, "Failed to remove a mirror", "path", e.mirror())
+	}
+}
+
+// forget removes repo's mirror if no volume is using it: the mirror failed
+// where a direct clone worked, so it is suspect and is made again on its
+// next use.
+func (c *mirrorCache) forget(ctx context.Context, repo string) {
+	e, err := c.entry(repo)
+	if err != nil {
+		return
+	}
+	unlock, ok := tryLockFile(e.path(lockFileName))
+	if !ok {
+		return
+	}
+	defer unlock()
+	klog.FromContext(ctx).Info("Removing a mirror that failed where a direct clone worked", "repository", redactURL(repo))
+	c.discardLocked(ctx, e)
+	_ = os.Remove(e.path(fetchingFileName))
+}
+
+// evict removes the least recently used mirrors that no volume is being
+// made from, until the cache takes at most maxBytes. One pass runs at a
+// time; a pass that finds another running returns at once.
+func (c *mirrorCache) evict(ctx context.Context) {
+	if c.maxBytes <= 0 || !c.evicting.TryLock() {
+		return
+	}
+	defer c.evicting.Unlock()
+	logger := klog.FromContext(ctx)
+	dirs, err := os.ReadDir(c.dir)
+	if err != nil {
+		logger.Error(err, "Failed to list the cache", "path", c.dir)
+		return
+	}
+	type usage struct {
+		entry    cacheEntry
+		size     int64
+		lastUsed time.Time
+	}
+	var entries []usage
+	var total int64
+	for _, d := range dirs {
+		if !d.IsDir() {
+			continue
+		}
+		e := cacheEntry{key: d.Name(), dir: filepath.Join(c.dir, d.Name())}
+		size, err := diskUsage(e.dir)
+		if err != nil {
+			continue
+		}
+		u := usage{entry: e, size: size}
+		if info, err := os.Stat(e.path(lastUsedFileName)); err == nil {
+			u.lastUsed = info.ModTime()
+		}
+		entries = append(entries, u)
+		total += size
+	}
+	sort.Slice(entries, func(i, j int) bool { return entries[i].lastUsed.Before(entries[j].lastUsed) })
+	for _, u := range entries {
+		if total <= c.maxBytes {
+			return
+		}
+		unlock, ok := tryLockFile(u.entry.path(lockFileName))
+		if !ok {
+			continue
+		}
+		c.discardLocked(ctx, u.entry)
+		unlock()
+		left, _ := diskUsage(u.entry.dir)
+		total -= u.size - left
+		logger.V(2).Info("Evicted mirror", "path", u.entry.dir, "bytes", u.size-left, "cacheBytes", total, "maxBytes", c.maxBytes)
+	}
+}
+
+// lockFile flocks path (created if needed) with how (unix.LOCK_SH or
+// unix.LOCK_EX), polling until ctx ends. The returned function unlocks.
+func lockFile(ctx context.Context, path string, how int) (func(), error) {
+	file, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("failed to open lock %s: %w", path, err)
+	}
+	fd := int(file.Fd())
+	err = wait.PollUntilContextCancel(ctx, lockPollInterval, true, func(context.Context) (bool, error) {
+		err := unix.Flock(fd, how|unix.LOCK_NB)
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return false, nil
+		}
+		return err == nil, err
+	})
+	if err != nil {
+		file.Close()
+		if cause := context.Cause(ctx); cause != nil {
+			err = cause
+		}
+		return nil, volume.NewTransientError(fmt.Errorf("failed to lock %s: %w", path, err))
+	}
+	return func() { file.Close() }, nil
+}
+
+// tryLockFile takes an exclusive flock on path if it is free at once.
+func tryLockFile(path string) (func(), bool) {
+	file, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, false
+	}
+	if err := unix.Flock(int(file.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		file.Close()
+		return nil, false
+	}
+	return func() { file.Close() }, true
+}
+
+func exists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
+}
+
+// touch sets path's mtime to now, creating it if needed.
+func touch(path string, now time.Time) error {
+	if err := os.Chtimes(path, now, now); err == nil {
+		return nil
+	}
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		return err
+	}
+	return os.Chtimes(path, now, now)
+}

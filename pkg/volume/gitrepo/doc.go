@@ -1,0 +1,20 @@
+// Package gitrepo is the kubernetes.io/git-repo volume plugin: a wrapped
+// disk emptyDir into which a git repository is cloned, with the kubelet's
+// semantics (repository, revision, directory) kept, and hardened against
+// hostile repositories and pod specs.
+//
+// Every git process runs with a clean environment, configuration given on
+// the command line only (hooks, fsmonitor, credential helpers and submodules
+// off; fsck on transfer; only the configured protocols allowed), an explicit
+// --git-dir and --work-tree once a repository exists, and its cwd outside
+// pod-controlled content. A volume is cloned into a staging directory beside
+// it and renamed into place, so that a crash or a timeout never leaves a
+// half-written volume marked ready.
+//
+// With the cache on, a bare mirror per repository URL is kept under
+// ROOT/plugins/kubernetes.io~git-repo/cache and each volume is copied from it
+// without the network (no alternates, no hard links: a volume never depends
+// on the mirror and cannot change it). Concurrent volumes of one repository
+// share one fetch; a failed, corrupt or full cache falls back to a direct
+// clone.
+package gitrepo

@@ -1,0 +1,188 @@
+package gitrepo
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/mount-utils"
+	"k8s.io/utils/clock"
+	utilexec "k8s.io/utils/exec"
+
+	"github.com/volume-agent/volume-agent/pkg/volume"
+	"github.com/volume-agent/volume-agent/pkg/volume/emptydir"
+	volumetesting "github.com/volume-agent/volume-agent/pkg/volume/testing"
+	"github.com/volume-agent/volume-agent/test/gitserver"
+)
+
+// testTimeout bounds every set-up of the real-git tests.
+const testTimeout = 30 * time.Second
+
+// realConfig is the plugin configuration of the real-git tests: the test
+// server's protocols allowed.
+func realConfig(cacheOn bool) Config {
+	return Config{
+		AllowedProtocols: []string{"git", "http"},
+		Timeout:          testTimeout,
+		Cache:            CacheConfig{Enabled: cacheOn},
+	}
+}
+
+// realEnv is a node with real git, real mounts and a loopback git server.
+type realEnv struct {
+	t    *testing.T
+	root string
+	srv  *gitserver.Server
+	cfg  Config
+	host volume.VolumeHost
+	mgr  *volume.VolumePluginMgr
+}
+
+func newRealEnv(t *testing.T, cfg Config) *realEnv {
+	t.Helper()
+	e := &realEnv{t: t, root: t.TempDir(), srv: gitserver.StartForTest(t), cfg: cfg}
+	e.start()
+	return e
+}
+
+// start loads the plugins afresh, as an agent start does.
+func (e *realEnv) start() {
+	e.host, e.mgr = volumetesting.NewFakeVolumeHost(e.t, e.root,
+		append(ProbeVolumePlugins(e.cfg), emptydir.ProbeVolumePlugins()...),
+		volumetesting.FakeHostOptions{Mounter: mount.New(""), Exec: utilexec.New(), Clock: clock.RealClock{}})
+}
+
+func (e *realEnv) plugin() *plugin {
+	p, err := e.mgr.FindPluginByName(PluginName)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return p.(*plugin)
+}
+
+func (e *realEnv) cacheDir() string {
+	return filepath.Join(e.host.GetPluginDir(PluginName), "cache")
+}
+
+func testPod(uid string) *v1.Pod {
+	return &v1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "pod-" + uid, Namespace: "default", UID: types.UID(uid)}}
+}
+
+func gitRepoSpec(name string, src v1.GitRepoVolumeSource) *volume.Spec {
+	return volume.NewSpecFromVolume(&v1.Volume{Name: name, VolumeSource: v1.VolumeSource{GitRepo: &src}})
+}
+
+// builder returns the Builder of volume "vol" of pod uid.
+func (e *realEnv) builder(uid string, src v1.GitRepoVolumeSource) (volume.Builder, error) {
+	return e.plugin().NewBuilder(gitRepoSpec("vol", src), testPod(uid), volume.VolumeOptions{Context: e.t.Context()})
+}
+
+// setUp sets volume "vol" of pod uid up and returns its path.
+func (e *realEnv) setUp(uid string, src v1.GitRepoVolumeSource, fsGroup *int64) (string, error) {
+	b, err := e.builder(uid, src)
+	if err != nil {
+		return "", err
+	}
+	return b.GetPath(), b.SetUp(fsGroup)
+}
+
+func (e *realEnv) mustSetUp(uid string, src v1.GitRepoVolumeSource) string {
+	e.t.Helper()
+	path, err := e.setUp(uid, src, nil)
+	if err != nil {
+		e.t.Fatalf("SetUp(%+v) error = %v", src, err)
+	}
+	return path
+}
+
+func (e *realEnv) tearDown(uid string) {
+	e.t.Helper()
+	c, err := e.plugin().NewCleaner("vol", types.UID(uid))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := c.TearDown(); err != nil {
+		e.t.Fatalf("TearDown() error = %v", err)
+	}
+}
+
+// metaDir returns the metadata dir of volume "vol" of pod uid.
+func (e *realEnv) metaDir(uid string) string {
+	return filepath.Join(e.host.GetPodPluginDir(types.UID(uid), PluginName), "vol")
+}
+
+// userGit runs git in dir as a user of the volume would (plain git, no
+// protective options, but no host config either) and returns its output.
+func userGit(t *testing.T, dir string, args ...string) string {
+	t.Helper()
+	out, err := runUserGit(dir, args...)
+	if err != nil {
+		t.Fatalf("git %s in %s: %v: %s", strings.Join(args, " "), dir, err, out)
+	}
+	return strings.TrimSpace(out)
+}
+
+func runUserGit(dir string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "git", args...)
+	cmd.Dir = dir
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.TempDir(), "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null", "LC_ALL=C"}
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// sampleRepo is a repository on the test server:
+//
+//	main: first (README.md, a.txt) <- second (b.txt)
+//	dev:  first <- devCommit (dev.txt)
+//	tags: v1 (annotated, at first), light (lightweight, at second)
+type sampleRepo struct {
+	name                     string
+	repo                     *gitserver.Repo
+	first, second, devCommit string
+}
+
+func newSampleRepo(t *testing.T, srv *gitserver.Server, name string) *sampleRepo {
+	t.Helper()
+	repo, err := srv.NewRepo(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &sampleRepo{name: name, repo: repo}
+	must := func(id string, err error) string {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	s.first = must(repo.Commit("main", "first", gitserver.File("README.md", "# sample\n"), gitserver.File("a.txt", "a\n")))
+	s.second = must(repo.Commit("main", "second", gitserver.File("b.txt", "b\n")))
+	if err := repo.Branch("dev", s.first); err != nil {
+		t.Fatal(err)
+	}
+	s.devCommit = must(repo.Commit("dev", "dev work", gitserver.File("dev.txt", "dev\n")))
+	if err := repo.Tag("v1", s.first, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.Tag("light", s.second, false); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// url returns the repository's URL over protocol ("git" or "http").
+func (e *realEnv) url(protocol, name string) string {
+	if protocol == "http" {
+		return e.srv.HTTPURL(name)
+	}
+	return e.srv.GitURL(name)
+}

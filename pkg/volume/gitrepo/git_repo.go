@@ -1,0 +1,446 @@
+package gitrepo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	utilerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/apimachinery/pkg/util/version"
+	"k8s.io/klog/v2"
+
+	"github.com/volume-agent/volume-agent/pkg/volume"
+	"github.com/volume-agent/volume-agent/pkg/volume/util"
+)
+
+// PluginName is the qualified name of the gitRepo plugin.
+const PluginName = "kubernetes.io/git-repo"
+
+// volumeMode is the mode of a volume's root, as an emptyDir's.
+const volumeMode fs.FileMode = 0o777
+
+// stagingSuffix ends the name of the dir, beside a volume, that the volume
+// is cloned into before it is renamed into place: ".<volume>.staging". Volume
+// names never start with ".", so it cannot clash with a volume.
+const stagingSuffix = ".staging"
+
+// ProbeVolumePlugins returns the gitRepo plugin configured by cfg. Empty
+// fields of cfg take the defaults of DefaultConfig, but Cache, which is
+// taken as given; an invalid cfg makes the plugin's Init fail with an error
+// that names the field.
+func ProbeVolumePlugins(cfg Config) []volume.VolumePlugin {
+	return []volume.VolumePlugin{newPlugin(cfg, processGroupRunner{})}
+}
+
+// newPlugin returns a plugin that runs network commands through network; a
+// nil network runs every command through the host's exec.Interface, as unit
+// tests do with a FakeExec.
+func newPlugin(cfg Config, network commandRunner) *plugin {
+	return &plugin{rawConfig: cfg, network: network}
+}
+
+type plugin struct {
+	rawConfig  Config
+	cfg        Config
+	minVersion *version.Version
+	network    commandRunner
+	host       volume.VolumeHost
+	git        *git
+	cache      *mirrorCache
+
+	// versionMu guards gitVersion, the version of the git found by the last
+	// successful check.
+	versionMu  sync.Mutex
+	gitVersion *version.Version
+}
+
+var (
+	_ volume.VolumePlugin         = &plugin{}
+	_ volume.SpecValidatingPlugin = &plugin{}
+	_ volume.HealthCheckingPlugin = &plugin{}
+	_ volume.Builder              = &builder{}
+	_ volume.Cleaner              = &cleaner{}
+)
+
+// Init checks the configuration and prepares the plugin's dir:
+// ROOT/plugins/kubernetes.io~git-repo/{home,gitconfig,cache}.
+func (p *plugin) Init(host volume.VolumeHost) error {
+	cfg, minVersion, err := p.rawConfig.withDefaults()
+	if err != nil {
+		return fmt.Errorf("invalid gitRepo configuration: %w", err)
+	}
+	p.cfg, p.minVersion, p.host = cfg, minVersion, host
+	local := execRunner{exec: host.GetExec()}
+	network := p.network
+	if network == nil {
+		network = local
+	}
+	dir := host.GetPluginDir(PluginName)
+	if p.git, err = newGit(local, network, dir, cfg.AllowedProtocols); err != nil {
+		return err
+	}
+	if cfg.Cache.Enabled {
+		p.cache, err = newMirrorCache(filepath.Join(dir, "cache"), cfg.Cache.MaxBytes, cfg.MaxSizeBytes, p.git, host.GetClock())
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *plugin) Name() string { return PluginName }
+
+func (p *plugin) CanSupport(spec *volume.Spec) bool {
+	return spec != nil && spec.Volume != nil && spec.Volume.GitRepo != nil
+}
+
+// ValidateSpec checks the repository (required, an allowed protocol, no
+// leading '-'), the revision (a ref name or a hex commit id) and the
+// directory (".", or one component that is neither ".." nor ".git").
+func (p *plugin) ValidateSpec(spec *volume.Spec, fldPath *field.Path) field.ErrorList {
+	return validateSource(spec.Volume.GitRepo, p.cfg, fldPath)
+}
+
+// CheckHealth reports git's version, and that the plugin is unusable when
+// git is missing or older than MinGitVersion.
+func (p *plugin) CheckHealth(ctx context.Context) volume.Health {
+	details := map[string]string{"minGitVersion": p.minVersion.String(), "allowedProtocols": strings.Join(p.cfg.AllowedProtocols, ",")}
+	if p.cache != nil {
+		details["cache"] = p.cache.dir
+	}
+	v, err := p.checkGit(ctx, true)
+	if v != nil {
+		details["gitVersion"] = v.String()
+	}
+	if err != nil {
+		return volume.Health{Usable: false, Message: err.Error(), Details: details}
+	}
+	return volume.Health{Usable: true, Message: "git " + v.String(), Details: details}
+}
+
+// checkGit returns git's version and an error when git cannot be run or is
+// older than MinGitVersion. A good result is remembered unless again.
+func (p *plugin) checkGit(ctx context.Context, again bool) (*version.Version, error) {
+	p.versionMu.Lock()
+	defer p.versionMu.Unlock()
+	if p.gitVersion != nil && !again {
+		return p.gitVersion, nil
+	}
+	out, err := p.git.runLocal(ctx, "", "", "version")
+	if err != nil {
+		return nil, volume.NewTransientError(fmt.Errorf("failed to run git: %w: %s", err, strings.TrimSpace(string(out))))
+	}
+	// "git version 2.39.5", or "git version 2.39.5.windows.1".
+	fields := strings.Fields(string(out))
+	if len(fields) < 3 {
+		return nil, volume.NewTransientError(fmt.Errorf("failed to read git's version from %q", strings.TrimSpace(string(out))))
+	}
+	v, err := version.ParseGeneric(fields[2])
+	if err != nil {
+		return nil, volume.NewTransientError(fmt.Errorf("failed to parse git's version %q: %w", fields[2], err))
+	}
+	if v.LessThan(p.minVersion) {
+		p.gitVersion = nil
+		return v, volume.Finalf("git %s is older than %s, the oldest allowed (gitRepo.minGitVersion)", v, p.minVersion)
+	}
+	p.gitVersion = v
+	return v, nil
+}
+
+// NewBuilder validates spec and returns its Builder. An invalid spec is a
+// Final error listing every bad field.
+func (p *plugin) NewBuilder(spec *volume.Spec, pod *v1.Pod, opts volume.VolumeOptions) (volume.Builder, error) {
+	if !p.CanSupport(spec) {
+		return nil, volume.Finalf("volume %q is not a gitRepo volume", spec.Name())
+	}
+	source := *spec.Volume.GitRepo
+	if errs := p.ValidateSpec(spec, field.NewPath("gitRepo")); len(errs) > 0 {
+		return nil, volume.NewFinalError(fmt.Errorf("invalid gitRepo volume %q: %w", spec.Name(), errs.ToAggregate()))
+	}
+	directory := source.Directory
+	if directory == "" {
+		directory = defaultDirectory(source.Repository)
+	}
+	return &builder{
+		gitRepoVolume: p.volume(spec.Name(), pod.UID),
+		pod:           pod,
+		source:        source,
+		directory:     filepath.Clean(directory),
+		opts:          opts,
+	}, nil
+}
+
+// NewCleaner returns the Cleaner of volName in podUID.
+func (p *plugin) NewCleaner(volName string, podUID types.UID) (volume.Cleaner, error) {
+	return &cleaner{gitRepoVolume: p.volume(volName, podUID)}, nil
+}
+
+func (p *plugin) volume(volName string, podUID types.UID) gitRepoVolume {
+	return gitRepoVolume{
+		plugin:  p,
+		volName: volName,
+		podUID:  podUID,
+		path:    p.host.GetPodVolumeDir(podUID, PluginName, volName),
+		metaDir: filepath.Join(p.host.GetPodPluginDir(podUID, PluginName), volName),
+	}
+}
+
+// gitRepoVolume is what a Builder and a Cleaner share: where the volume is.
+type gitRepoVolume struct {
+	plugin  *plugin
+	volName string
+	podUID  types.UID
+	path    string
+	metaDir string
+}
+
+func (v gitRepoVolume) GetPath() string { return v.path }
+
+// wrappedSpec is the spec of the emptyDir that holds the volume.
+func (v gitRepoVolume) wrappedSpec() volume.Spec {
+	return volume.Spec{Volume: &v1.Volume{Name: v.volName, VolumeSource: v1.VolumeSource{EmptyDir: &v1.EmptyDirVolumeSource{}}}}
+}
+
+// stagingDir returns the dir beside dir that dir is cloned into.
+func stagingDir(dir string) string {
+	return filepath.Join(filepath.Dir(dir), "."+filepath.Base(dir)+stagingSuffix)
+}
+
+// removeStaging removes dir's staging dir, as a crash may have left it.
+func (v gitRepoVolume) removeStaging(dir string) error {
+	return util.RemoveVolumeDir(v.plugin.host.GetMounter(), stagingDir(dir))
+}
+
+type builder struct {
+	gitRepoVolume
+	pod       *v1.Pod
+	source    v1.GitRepoVolumeSource
+	directory string
+	opts      volume.VolumeOptions
+}
+
+func (b *builder) GetAttributes() volume.Attributes {
+	return volume.Attributes{ReadOnly: false, Managed: true}
+}
+
+func (b *builder) SetUp(fsGroup *int64) error { return b.SetUpAt(b.path, fsGroup) }
+
+// SetUpAt sets the volume up at dir: a wrapped emptyDir, the repository
+// cloned beside it (from the cache when it is on) and renamed into place,
+// the revision checked out, fsGroup applied, and the ready marker written.
+// It returns at once when the volume is ready. On failure nothing is left:
+// the staging dir is removed and the wrapped emptyDir torn down; if that
+// cleanup fails the error is Uncertain.
+func (b *builder) SetUpAt(dir string, fsGroup *int64) error {
+	if util.IsReady(b.metaDir) {
+		return nil
+	}
+	ctx, cancel := context.WithTimeoutCause(b.opts.ContextOrBackground(), b.plugin.cfg.Timeout, errTimeout)
+	defer cancel()
+	logger := klog.FromContext(ctx).WithValues("volume", b.volName, "pod", klog.KObj(b.pod), "podUID", b.podUID)
+	ctx = klog.NewContext(ctx, logger)
+
+	if _, err := b.plugin.checkGit(ctx, false); err != nil {
+		return err
+	}
+	start := b.plugin.host.GetClock().Now()
+	err := b.setUp(ctx, dir, fsGroup)
+	if err != nil {
+		if undoErr := b.undo(dir); undoErr != nil {
+			return volume.NewUncertainError(utilerrors.NewAggregate([]error{err, fmt.Errorf("failed to clean up after a failed set-up: %w", undoErr)}))
+		}
+		return err
+	}
+	logger.V(2).Info("Set up gitRepo volume", "repository", redactURL(b.source.Repository), "revision", b.source.Revision,
+		"path", dir, "duration", b.plugin.host.GetClock().Since(start))
+	return nil
+}
+
+func (b *builder) setUp(ctx context.Context, dir string, fsGroup *int64) error {
+	if err := b.removeStaging(dir); err != nil {
+		return fmt.Errorf("failed to remove a stale staging dir: %w", err)
+	}
+	wrapped, err := b.plugin.host.NewWrapperBuilder(b.volName, b.wrappedSpec(), b.pod, b.opts)
+	if err != nil {
+		return err
+	}
+	if err := wrapped.SetUpAt(dir, fsGroup); err != nil {
+		return err
+	}
+	staging := stagingDir(dir)
+	if err := b.populate(ctx, staging); err != nil {
+		return err
+	}
+	if err := os.Chmod(staging, volumeMode); err != nil {
+		return fmt.Errorf("failed to chmod %q: %w", staging, err)
+	}
+	if err := renameIntoPlace(b.plugin.host, staging, dir); err != nil {
+		return err
+	}
+	if err := util.SetVolumeOwnership(dir, fsGroup, false); err != nil {
+		return err
+	}
+	return util.SetReady(b.metaDir)
+}
+
+// renameIntoPlace replaces the empty dir with staging. A dir that is not
+// empty holds what a set-up that crashed after its rename left, and is
+// removed first.
+func renameIntoPlace(host volume.VolumeHost, staging, dir string) error {
+	err := os.Rename(staging, dir)
+	if err != nil && (errors.Is(err, fs.ErrExist) || isNotEmpty(err)) {
+		if err := util.RemoveVolumeDir(host.GetMounter(), dir); err != nil {
+			return fmt.Errorf("failed to remove the contents of an unfinished volume: %w", err)
+		}
+		err = os.Rename(staging, dir)
+	}
+	if err != nil {
+		return fmt.Errorf("failed to move the clone into place: %w", err)
+	}
+	return nil
+}
+
+// populate makes staging hold the volume's content: the clone, at the
+// volume's root or in its directory.
+func (b *builder) populate(ctx context.Context, staging string) error {
+	logger := klog.FromContext(ctx)
+	repo, rev := b.source.Repository, b.source.Revision
+	fresh := func() (string, error) {
+		if err := util.RemoveVolumeDir(b.plugin.host.GetMounter(), staging); err != nil {
+			return "", fmt.Errorf("failed to empty the staging dir: %w", err)
+		}
+		if err := os.Mkdir(staging, 0o700); err != nil {
+			return "", fmt.Errorf("failed to create the staging dir: %w", err)
+		}
+		return filepath.Join(staging, b.directory), nil
+	}
+	target, err := fresh()
+	if err != nil {
+		return err
+	}
+	watched, stop := watchSize(ctx, b.plugin.host.GetClock(), staging, b.plugin.cfg.MaxSizeBytes)
+	defer stop()
+	cache := b.plugin.cache
+	if cache != nil {
+		err := cache.populate(watched, repo, rev, target)
+		if err == nil {
+			err = stop()
+		}
+		switch {
+		case err == nil:
+			cache.evict(ctx)
+			return nil
+		case errors.Is(err, errSizeLimit) || errors.Is(context.Cause(watched), errSizeLimit):
+			return sizeLimitError(repo, err)
+		case volume.IsFinal(err) || ctx.Err() != nil:
+			return err
+		}
+		logger.Info("Cloning directly after the cache failed", "repository", redactURL(repo), "err", err)
+		if target, err = fresh(); err != nil {
+			return err
+		}
+	}
+	err = directClone(watched, b.plugin.git, repo, rev, target)
+	if sizeErr := stop(); err == nil {
+		err = sizeErr
+	}
+	if errors.Is(err, errSizeLimit) || errors.Is(context.Cause(watched), errSizeLimit) {
+		return sizeLimitError(repo, err)
+	}
+	if err == nil && cache != nil {
+		cache.forget(ctx, repo)
+	}
+	return err
+}
+
+func sizeLimitError(repo string, err error) error {
+	if volume.IsFinal(err) {
+		return err
+	}
+	return volume.NewFinalError(fmt.Errorf("failed to clone %s: %w (gitRepo.maxSizeBytes)", redactURL(repo), err))
+}
+
+// directClone clones repo into target over the network and checks rev out.
+func directClone(ctx context.Context, g *git, repo, rev, target string) error {
+	args := []string{"clone", "--quiet"}
+	if rev != "" {
+		args = append(args, "--no-checkout")
+	}
+	args = append(args, "--", repo, target)
+	if out, err := g.runNetwork(ctx, "", args...); err != nil {
+		return commandError(ctx, "clone "+redactURL(repo), repo, out, err)
+	}
+	if rev == "" {
+		return nil
+	}
+	return checkoutRevision(ctx, g, repo, rev, target)
+}
+
+// checkoutRevision checks rev out in the clone at workTree, then resets it
+// hard, as the kubelet does. A branch that exists only on the remote becomes
+// a local branch that tracks it.
+func checkoutRevision(ctx context.Context, g *git, repo, rev, workTree string) error {
+	gitDir := filepath.Join(workTree, ".git")
+	if out, err := g.runLocal(ctx, gitDir, workTree, "checkout", "--quiet", "--force", rev, "--"); err != nil {
+		return commandError(ctx, fmt.Sprintf("check out revision %q of %s", rev, redactURL(repo)), repo, out, err)
+	}
+	if out, err := g.runLocal(ctx, gitDir, workTree, "reset", "--quiet", "--hard"); err != nil {
+		return commandError(ctx, fmt.Sprintf("reset to revision %q of %s", rev, redactURL(repo)), repo, out, err)
+	}
+	return nil
+}
+
+// undo removes what a failed set-up made: the staging dir and the wrapped
+// emptyDir.
+func (b *builder) undo(dir string) error {
+	var errs []error
+	if err := b.removeStaging(dir); err != nil {
+		errs = append(errs, err)
+	}
+	if err := b.tearDownWrapped(dir); err != nil {
+		errs = append(errs, err)
+	}
+	return utilerrors.NewAggregate(errs)
+}
+
+func (v gitRepoVolume) tearDownWrapped(dir string) error {
+	wrapped, err := v.plugin.host.NewWrapperCleaner(v.volName, v.wrappedSpec(), v.podUID)
+	if err != nil {
+		return err
+	}
+	return wrapped.TearDownAt(dir)
+}
+
+type cleaner struct {
+	gitRepoVolume
+}
+
+func (c *cleaner) TearDown() error { return c.TearDownAt(c.path) }
+
+// TearDownAt removes the ready marker first, so that a tear-down cut short
+// never leaves a volume marked ready, then any staging dir, then the wrapped
+// emptyDir with the clone in it (never following a symlink out, never
+// crossing a mount). A volume already gone is a success.
+func (c *cleaner) TearDownAt(dir string) error {
+	if err := util.RemoveMetadataDir(c.metaDir); err != nil {
+		return err
+	}
+	if err := c.removeStaging(dir); err != nil {
+		return fmt.Errorf("failed to remove the staging dir: %w", err)
+	}
+	return c.tearDownWrapped(dir)
+}
+
+// isNotEmpty reports whether err says a directory is not empty.
+func isNotEmpty(err error) bool {
+	return errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.EEXIST)
+}
