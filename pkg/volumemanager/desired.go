@@ -1,0 +1,296 @@
+package volumemanager
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"sort"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/volume-agent/volume-agent/pkg/manifest"
+	"github.com/volume-agent/volume-agent/pkg/volume"
+)
+
+// Reasons of volumes that cannot be set up as declared.
+const (
+	// ReasonNoPluginMatched: no plugin supports the volume; it waits for
+	// its spec to change.
+	ReasonNoPluginMatched = "NoPluginMatched"
+	// ReasonClaimUnsatisfiable: the claim's PersistentVolume cannot serve it
+	// (its plugin lacks the access modes, or is not a persistent one).
+	ReasonClaimUnsatisfiable = "ClaimUnsatisfiable"
+	// ReasonInvalidSpec: the volume cannot be resolved to a plugin.
+	ReasonInvalidSpec = "InvalidSpec"
+	// ReasonWaitingForSources: a volume found on disk waits for every
+	// source to be read before it is judged.
+	ReasonWaitingForSources = "WaitingForSources"
+)
+
+// SourceUpdate is what one source says. A source is a named provider of
+// pods, PersistentVolumes and claims, such as one manifest file.
+type SourceUpdate struct {
+	// Source names the source, as "file:/etc/pods/web.yaml" or "api:…".
+	Source string
+	// Bundle is the source's whole content, already validated. It replaces
+	// what the source said before. Ignored when Err or Removed is set.
+	Bundle *manifest.Bundle
+	// Err reports that the source could not be read or is invalid: its
+	// previous content stays desired and the error is shown on the source.
+	Err error
+	// Removed drops the source and everything it declared.
+	Removed bool
+}
+
+type sourceState struct {
+	name      string
+	bundle    *manifest.Bundle
+	err       error
+	errTime   time.Time
+	updated   time.Time
+	conflicts []string
+}
+
+// desiredPod is a pod that a source declares.
+type desiredPod struct {
+	pod     *v1.Pod
+	source  string
+	volumes []*desiredVolume
+}
+
+// desiredVolume is one volume of a desired pod.
+type desiredVolume struct {
+	// name is the pod's name for the volume.
+	name string
+	spec *volume.Spec
+	// plugin and key are set when the volume resolved to a plugin.
+	plugin string
+	key    VolumeKey
+	// pending is set for a claim that is not yet bound, and failure for a
+	// volume that no plugin can set up as declared. Both wait for the
+	// manifests to change.
+	pending *manifest.PendingError
+	failure error
+	reason  string
+	// hash fingerprints spec, computed when needed.
+	hash string
+}
+
+func (dv *desiredVolume) resolved() bool { return dv.plugin != "" }
+
+func (dv *desiredVolume) specHash() string {
+	if dv.hash == "" {
+		dv.hash = hashSpec(dv.spec)
+	}
+	return dv.hash
+}
+
+// hashSpec fingerprints what a plugin is given of a volume.
+func hashSpec(spec *volume.Spec) string {
+	if spec == nil {
+		return ""
+	}
+	h := fnv.New64a()
+	var data []byte
+	switch {
+	case spec.Volume != nil:
+		data, _ = json.Marshal(spec.Volume)
+	case spec.PersistentVolume != nil:
+		data, _ = json.Marshal(spec.PersistentVolume.Spec)
+	}
+	h.Write(data)
+	if spec.ReadOnly {
+		h.Write([]byte("ro"))
+	}
+	return fmt.Sprintf("%016x", h.Sum64())
+}
+
+// UpdateSources applies what sources say, all at once, and asks for a
+// reconciler pass. Pods are identified by UID; when two sources declare the
+// same UID, the source whose name sorts first wins and the other reports a
+// conflict.
+func (m *Manager) UpdateSources(updates ...SourceUpdate) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.cfg.Clock.Now().UTC()
+	for _, u := range updates {
+		s := m.sources[u.Source]
+		switch {
+		case u.Removed:
+			delete(m.sources, u.Source)
+			continue
+		case s == nil:
+			s = &sourceState{name: u.Source}
+			m.sources[u.Source] = s
+		}
+		if u.Err != nil {
+			s.err, s.errTime = u.Err, now
+			m.recordEventLocked(Event{Type: EventWarning, Reason: ReasonSourceError, Source: u.Source, Message: u.Err.Error()})
+			if m.cfg.Observer != nil {
+				m.cfg.Observer.ObserveSourceError(u.Source)
+			}
+			continue
+		}
+		s.bundle, s.err, s.errTime, s.updated = u.Bundle, nil, time.Time{}, now
+	}
+	m.recomputeDesiredLocked()
+	m.Trigger()
+}
+
+// MarkSourcesSynced tells the Manager that every source has been read in
+// full: volumes found on disk that no source wants may now be torn down.
+func (m *Manager) MarkSourcesSynced() {
+	m.mu.Lock()
+	m.sourcesSynced = true
+	m.mu.Unlock()
+	m.Trigger()
+}
+
+// recomputeDesiredLocked rebuilds the desired pods from the sources and
+// links every volume record to what is desired of it.
+func (m *Manager) recomputeDesiredLocked() {
+	names := make([]string, 0, len(m.sources))
+	claims := &manifest.Bundle{}
+	for name, s := range m.sources {
+		names = append(names, name)
+		s.conflicts = nil
+		if s.bundle != nil {
+			claims.PersistentVolumes = append(claims.PersistentVolumes, s.bundle.PersistentVolumes...)
+			claims.PersistentVolumeClaims = append(claims.PersistentVolumeClaims, s.bundle.PersistentVolumeClaims...)
+		}
+	}
+	sort.Strings(names)
+
+	pods := make(map[types.UID]*desiredPod, len(m.pods))
+	for _, name := range names {
+		s := m.sources[name]
+		if s.bundle == nil {
+			continue
+		}
+		for _, pod := range s.bundle.Pods {
+			if other, taken := pods[pod.UID]; taken {
+				s.conflicts = append(s.conflicts, fmt.Sprintf("pod %s/%s has UID %q, which source %q already declares for pod %s/%s",
+					pod.Namespace, pod.Name, pod.UID, other.source, other.pod.Namespace, other.pod.Name))
+				continue
+			}
+			if m.cfg.PodScope != nil && !m.cfg.PodScope(pod.UID) {
+				continue
+			}
+			pods[pod.UID] = m.newDesiredPod(pod, name, claims)
+		}
+	}
+	m.pods = pods
+
+	// Unlink records that are no longer desired, then link the desired ones.
+	for _, rec := range m.volumes {
+		if rec.want == nil {
+			continue
+		}
+		if dp, ok := pods[rec.key.PodUID]; !ok || !dp.wants(rec.key) {
+			rec.want = nil
+		}
+	}
+	for uid, dp := range pods {
+		m.podNames[uid] = types.NamespacedName{Namespace: dp.pod.Namespace, Name: dp.pod.Name}
+		for _, dv := range dp.volumes {
+			if !dv.resolved() {
+				continue
+			}
+			rec := m.volumes[dv.key]
+			if rec == nil {
+				rec = m.newRecordLocked(dv.key, m.cfg.Layout.PodVolumeDir(uid, dv.plugin, dv.key.Name))
+			}
+			rec.want = dv
+			rec.podVolume = dv.name
+			if rec.finalHash != "" && rec.finalHash != dv.specHash() {
+				// The spec changed after a final error: try again at once.
+				rec.finalHash = ""
+				m.executor.ResetBackoff(rec.key, OperationSetUp)
+			}
+		}
+	}
+}
+
+func (dp *desiredPod) wants(key VolumeKey) bool {
+	for _, dv := range dp.volumes {
+		if dv.resolved() && dv.key == key {
+			return true
+		}
+	}
+	return false
+}
+
+// newDesiredPod resolves the volumes of pod.
+func (m *Manager) newDesiredPod(pod *v1.Pod, source string, claims *manifest.Bundle) *desiredPod {
+	dp := &desiredPod{pod: pod, source: source, volumes: make([]*desiredVolume, 0, len(pod.Spec.Volumes))}
+	seen := map[VolumeKey]bool{}
+	for i := range pod.Spec.Volumes {
+		vol := &pod.Spec.Volumes[i]
+		dv := &desiredVolume{name: vol.Name}
+		dp.volumes = append(dp.volumes, dv)
+		spec, plugin, err := claims.ResolveVolume(pod, vol, m.cfg.Plugins)
+		dv.spec = spec
+		var pending *manifest.PendingError
+		switch {
+		case errors.As(err, &pending):
+			dv.pending, dv.reason = pending, string(pending.Reason)
+			continue
+		case err != nil && errors.Is(err, volume.ErrNoPluginMatched):
+			dv.failure, dv.reason = err, ReasonNoPluginMatched
+			continue
+		case err != nil && vol.PersistentVolumeClaim != nil:
+			dv.failure, dv.reason = err, ReasonClaimUnsatisfiable
+			continue
+		case err != nil:
+			dv.failure, dv.reason = err, ReasonInvalidSpec
+			continue
+		}
+		key := VolumeKey{PodUID: pod.UID, Plugin: plugin.Name(), Name: spec.Name()}
+		if seen[key] {
+			dv.failure, dv.reason = volume.Finalf("volume %q: another volume of the pod is set up at the same place (%s)", vol.Name, key), ReasonInvalidSpec
+			continue
+		}
+		seen[key] = true
+		dv.plugin, dv.key = plugin.Name(), key
+	}
+	return dp
+}
+
+// Sources returns the state of every source, by name.
+func (m *Manager) Sources() []SourceStatus {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.sourcesLocked()
+}
+
+func (m *Manager) sourcesLocked() []SourceStatus {
+	out := make([]SourceStatus, 0, len(m.sources))
+	for _, s := range m.sources {
+		st := SourceStatus{Name: s.name, Updated: s.updated}
+		if s.bundle != nil {
+			st.Pods = len(s.bundle.Pods) - len(s.conflicts)
+		}
+		switch {
+		case s.err != nil:
+			st.Error, st.ErrorTime = s.err.Error(), s.errTime
+		case len(s.conflicts) > 0:
+			st.Error = s.conflicts[0]
+		}
+		out = append(out, st)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// SourceOf returns the source that declares the pod uid, or "".
+func (m *Manager) SourceOf(uid types.UID) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if dp, ok := m.pods[uid]; ok {
+		return dp.source
+	}
+	return ""
+}

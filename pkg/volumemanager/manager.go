@@ -1,0 +1,373 @@
+package volumemanager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/klog/v2"
+	"k8s.io/mount-utils"
+	"k8s.io/utils/clock"
+
+	"github.com/volume-agent/volume-agent/pkg/hooks"
+	"github.com/volume-agent/volume-agent/pkg/volume"
+)
+
+// Defaults of Config.
+const (
+	DefaultResyncPeriod      = 20 * time.Second
+	DefaultHealthCheckPeriod = 30 * time.Second
+	DefaultSizeCheckPeriod   = 30 * time.Second
+	DefaultMaxEvents         = 1000
+	// PendingWorkPeriod is the longest the reconciler waits between passes
+	// while some volume is not yet where it should be.
+	PendingWorkPeriod = 100 * time.Millisecond
+	// healthCheckTimeout bounds one plugin health check.
+	healthCheckTimeout = 10 * time.Second
+)
+
+// Hooks runs lifecycle hooks before and after set-ups and tear-downs;
+// *hooks.Manager implements it. A failing pre-stage hook fails the operation
+// (with a transient error, retried with backoff); a failing post-stage hook
+// is reported as an event and does not undo the operation.
+type Hooks interface {
+	Run(ctx context.Context, stage hooks.Stage, state hooks.VolumeState) error
+}
+
+// Observer is told what the Manager does, for metrics. Its methods must be
+// safe for concurrent use and must not block.
+type Observer interface {
+	// ObserveOperation records one finished operation; result is "success",
+	// "cancelled" or the error class ("transient", "final", "uncertain").
+	ObserveOperation(plugin string, kind OperationKind, result string, duration time.Duration)
+	// ObserveRetry records an operation started again after a failure.
+	ObserveRetry(plugin string, kind OperationKind)
+	// ObserveReconcile records one reconciler pass.
+	ObserveReconcile(duration time.Duration)
+	// ObserveSourceError records an error of a source.
+	ObserveSourceError(source string)
+}
+
+// Config configures a Manager. Plugins, Layout and Mounter are required.
+type Config struct {
+	// Plugins are the loaded plugins, initialized with a host whose layout
+	// is Layout.
+	Plugins *volume.VolumePluginMgr
+	Layout  volume.Layout
+	// Mounter lists the mount table, for reconstruction and for the removal
+	// of pod directories.
+	Mounter mount.Interface
+	// Clock defaults to the real clock.
+	Clock clock.WithTickerAndDelayedExecution
+	// Executor configures the workers, backoff and operation timeout.
+	Executor ExecutorConfig
+	// ResyncPeriod is the longest the reconciler waits between passes when
+	// nothing is pending.
+	ResyncPeriod time.Duration
+	// HealthCheckPeriod is how often the plugins' health is checked by Run.
+	HealthCheckPeriod time.Duration
+	// SizeCheckPeriod is how often Run measures emptyDirs on disk that have
+	// a sizeLimit.
+	SizeCheckPeriod time.Duration
+	// MaxEvents bounds the event list; the oldest events are dropped.
+	MaxEvents int
+	// Hooks, when set, run before and after every set-up and tear-down.
+	Hooks Hooks
+	// Observer, when set, is told of operations and passes.
+	Observer Observer
+	// OnEvent, when set, is called with every event, with no lock held.
+	OnEvent func(Event)
+	// PodScope, when set, limits the Manager to the pods it returns true
+	// for: reconstruction skips the others' directories on disk, and they
+	// are never torn down. Nil means every pod under Layout.Root.
+	PodScope func(types.UID) bool
+}
+
+func (c *Config) setDefaults() error {
+	if c.Plugins == nil || c.Mounter == nil || c.Layout.Root == "" {
+		return errors.New("volume manager config needs Plugins, Mounter and Layout.Root")
+	}
+	if c.Clock == nil {
+		c.Clock = clock.RealClock{}
+	}
+	c.Executor.Clock = c.Clock
+	c.Executor.setDefaults()
+	if c.ResyncPeriod <= 0 {
+		c.ResyncPeriod = DefaultResyncPeriod
+	}
+	if c.HealthCheckPeriod <= 0 {
+		c.HealthCheckPeriod = DefaultHealthCheckPeriod
+	}
+	if c.SizeCheckPeriod <= 0 {
+		c.SizeCheckPeriod = DefaultSizeCheckPeriod
+	}
+	if c.MaxEvents <= 0 {
+		c.MaxEvents = DefaultMaxEvents
+	}
+	return nil
+}
+
+// Manager reconciles the volumes of the desired pods with what is on disk.
+// Its methods are safe for concurrent use.
+type Manager struct {
+	cfg      Config
+	executor *operationExecutor
+	// trigger asks the reconciler for a pass.
+	trigger chan struct{}
+
+	mu sync.Mutex
+	// sources are the named sources of pods, and sourcesSynced is true once
+	// every source has been read in full.
+	sources       map[string]*sourceState
+	sourcesSynced bool
+	// pods are the desired pods, from the sources.
+	pods map[types.UID]*desiredPod
+	// volumes are the volumes that are desired, set up, or may be.
+	volumes map[VolumeKey]*volumeRecord
+	byPod   map[types.UID]map[VolumeKey]*volumeRecord
+	// podNames remembers the namespace/name of the pods the sources
+	// declared, to name them while their volumes are torn down.
+	podNames map[types.UID]types.NamespacedName
+	// orphans are undesired pods whose directory may be removed; removing
+	// holds those being removed, whose volumes may not be set up meanwhile.
+	orphans  sets.Set[types.UID]
+	removing sets.Set[types.UID]
+	// reconstructed is true once the actual state was read from disk.
+	reconstructed bool
+	// tearDownAll makes every volume undesired (shutdown, one-shot teardown).
+	tearDownAll bool
+	ready       bool
+	lastPass    time.Time
+	// nextWake is the earliest retry time a pass found, zero when none.
+	nextWake time.Time
+	// passDone is closed and replaced at the end of every reconciler pass.
+	passDone chan struct{}
+	events   []Event
+	health   map[string]PluginStatus
+	// oneShot is set while RunOnce runs.
+	oneShot *oneShotState
+}
+
+// New returns a Manager. It does nothing until Run or RunOnce.
+func New(cfg Config) (*Manager, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	return &Manager{
+		cfg:      cfg,
+		executor: newOperationExecutor(cfg.Executor),
+		trigger:  make(chan struct{}, 1),
+		sources:  map[string]*sourceState{},
+		pods:     map[types.UID]*desiredPod{},
+		volumes:  map[VolumeKey]*volumeRecord{},
+		byPod:    map[types.UID]map[VolumeKey]*volumeRecord{},
+		podNames: map[types.UID]types.NamespacedName{},
+		orphans:  sets.New[types.UID](),
+		removing: sets.New[types.UID](),
+		passDone: make(chan struct{}),
+		health:   map[string]PluginStatus{},
+	}, nil
+}
+
+// Layout returns the layout the Manager works in.
+func (m *Manager) Layout() volume.Layout { return m.cfg.Layout }
+
+// PluginMgr returns the plugin registry.
+func (m *Manager) PluginMgr() *volume.VolumePluginMgr { return m.cfg.Plugins }
+
+// Run reconstructs the actual state from disk, then reconciles until ctx is
+// cancelled: it sets up the desired volumes, tears down the others once
+// every source was read (see MarkSourcesSynced), checks the plugins' health
+// and the emptyDirs' size limits. When ctx is cancelled it cancels the
+// operations in flight, waits for them, and returns, leaving volumes in
+// place (see TearDownAll to remove them first).
+func (m *Manager) Run(ctx context.Context) error {
+	logger := klog.FromContext(ctx)
+	if err := m.Reconstruct(ctx); err != nil {
+		return err
+	}
+	m.executor.Start(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { m.healthLoop(ctx) })
+	wg.Go(func() { m.sizeLoop(ctx) })
+	m.loop(ctx, nil)
+	m.executor.Wait()
+	wg.Wait()
+	logger.Info("Volume manager stopped")
+	return nil
+}
+
+// Trigger asks for a reconciler pass soon.
+func (m *Manager) Trigger() {
+	select {
+	case m.trigger <- struct{}{}:
+	default:
+	}
+}
+
+// loop runs reconciler passes until ctx is cancelled or done returns true
+// after a pass.
+func (m *Manager) loop(ctx context.Context, done func() bool) {
+	timer := m.cfg.Clock.NewTimer(0)
+	defer timer.Stop()
+	for {
+		start := m.cfg.Clock.Now()
+		m.mu.Lock()
+		pending := m.reconcileLocked(ctx)
+		nextWake := m.nextWake
+		orphans := m.takeOrphansLocked()
+		m.mu.Unlock()
+		if len(orphans) > 0 {
+			m.removePodDirs(ctx, orphans)
+			pending = true
+		}
+		if m.cfg.Observer != nil {
+			m.cfg.Observer.ObserveReconcile(m.cfg.Clock.Since(start))
+		}
+		m.mu.Lock()
+		close(m.passDone)
+		m.passDone = make(chan struct{})
+		m.mu.Unlock()
+		if done != nil && done() {
+			return
+		}
+		wait := m.cfg.ResyncPeriod
+		if pending {
+			wait = PendingWorkPeriod
+		}
+		if untilRetry := nextWake.Sub(m.cfg.Clock.Now()); !nextWake.IsZero() && untilRetry < wait {
+			wait = untilRetry
+		}
+		if wait <= 0 {
+			if ctx.Err() != nil {
+				return
+			}
+			continue
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C():
+			default:
+			}
+		}
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.trigger:
+		case <-timer.C():
+		}
+	}
+}
+
+// waitFor waits until cond, checked after every pass with m.mu held, is
+// true, or ctx is done.
+func (m *Manager) waitFor(ctx context.Context, cond func() bool) error {
+	for {
+		m.mu.Lock()
+		ok := cond()
+		passDone := m.passDone
+		m.mu.Unlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-passDone:
+		}
+	}
+}
+
+// TearDownAll makes every volume undesired, whatever the sources say, and
+// waits until every volume is torn down and its pod directory removed, or
+// ctx is done. Run must be running. Later source updates are kept but not
+// acted on.
+func (m *Manager) TearDownAll(ctx context.Context) error {
+	m.mu.Lock()
+	m.tearDownAll = true
+	m.mu.Unlock()
+	m.Trigger()
+	err := m.waitFor(ctx, func() bool { return len(m.volumes) == 0 && m.orphans.Len() == 0 && m.removing.Len() == 0 })
+	if err != nil {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return fmt.Errorf("failed to tear down every volume: %d remain: %w", len(m.volumes), err)
+	}
+	return nil
+}
+
+// Ready reports whether every source has been read in full and every volume
+// of that desired state has been tried at least once.
+func (m *Manager) Ready() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.ready
+}
+
+// WaitForReady waits until Ready or ctx is done.
+func (m *Manager) WaitForReady(ctx context.Context) error {
+	return m.waitFor(ctx, func() bool { return m.ready })
+}
+
+// recordEventLocked appends an event, logs it, and hands it to OnEvent
+// (after m.mu is released, through the returned slice of pending events).
+func (m *Manager) recordEventLocked(ev Event) {
+	ev.Time = m.cfg.Clock.Now().UTC()
+	if len(m.events) >= m.cfg.MaxEvents {
+		copy(m.events, m.events[1:])
+		m.events = m.events[:len(m.events)-1]
+	}
+	m.events = append(m.events, ev)
+	kv := []any{"reason", ev.Reason}
+	if ev.PodUID != "" {
+		kv = append(kv, "podUID", ev.PodUID)
+	}
+	if ev.Pod != "" {
+		kv = append(kv, "pod", ev.Pod)
+	}
+	if ev.Volume != "" {
+		kv = append(kv, "volume", ev.Volume)
+	}
+	if ev.Source != "" {
+		kv = append(kv, "source", ev.Source)
+	}
+	kv = append(kv, "message", ev.Message)
+	if ev.Type == EventWarning {
+		klog.InfoS("Volume event (warning)", kv...)
+	} else {
+		klog.V(1).InfoS("Volume event", kv...)
+	}
+	if m.cfg.OnEvent != nil {
+		onEvent := m.cfg.OnEvent
+		go onEvent(ev)
+	}
+}
+
+// Events returns the events, oldest first.
+func (m *Manager) Events() []Event {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]Event(nil), m.events...)
+}
+
+// podName returns "namespace/name" of uid, or "" when unknown.
+func (m *Manager) podNameLocked(uid types.UID) string {
+	if n, ok := m.podNames[uid]; ok {
+		return n.String()
+	}
+	return ""
+}
+
+// fsGroupOf returns the pod's fsGroup, or nil.
+func fsGroupOf(pod *v1.Pod) *int64 {
+	if pod.Spec.SecurityContext == nil {
+		return nil
+	}
+	return pod.Spec.SecurityContext.FSGroup
+}

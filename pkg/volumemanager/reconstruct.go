@@ -1,0 +1,248 @@
+package volumemanager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/klog/v2"
+	"k8s.io/mount-utils"
+	utilstrings "k8s.io/utils/strings"
+
+	"github.com/volume-agent/volume-agent/pkg/volume/util"
+)
+
+// wrappedPrefix starts the metadata dirs of wrapped volumes, which the
+// outer volume's Cleaner removes (volume names cannot hold "_").
+const wrappedPrefix = "wrapped_"
+
+// foundVolume is a volume found on disk.
+type foundVolume struct {
+	key         VolumeKey
+	path        string
+	readyMarker bool
+}
+
+// Reconstruct rebuilds the actual state from the root dir, once: every
+// volume dir (ROOT/pods/<uid>/volumes/<plugin>/<name>) and every metadata
+// dir without its volume dir (a tear-down that stopped half-way) becomes an
+// uncertain volume, to be set up again if a source wants it and torn down
+// otherwise; pod dirs with no volume become candidates for removal. Run and
+// RunOnce call it; calling it earlier lets status show the volumes found.
+func (m *Manager) Reconstruct(ctx context.Context) error {
+	m.mu.Lock()
+	done := m.reconstructed
+	m.mu.Unlock()
+	if done {
+		return nil
+	}
+	logger := klog.FromContext(ctx)
+	entries, err := os.ReadDir(m.cfg.Layout.PodsDir())
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("failed to read pods dir: %w", err)
+	}
+	var found []foundVolume
+	var empty []types.UID
+	for _, entry := range entries {
+		if !entry.IsDir() {
+			continue
+		}
+		uid := types.UID(entry.Name())
+		if m.cfg.PodScope != nil && !m.cfg.PodScope(uid) {
+			continue
+		}
+		vols, err := m.scanPod(uid)
+		if err != nil {
+			return err
+		}
+		if len(vols) == 0 {
+			empty = append(empty, uid)
+		}
+		found = append(found, vols...)
+	}
+	var mounted map[string]bool
+	if len(found) > 0 {
+		mountPoints, err := m.cfg.Mounter.List()
+		if err != nil {
+			return fmt.Errorf("failed to list mount points: %w", err)
+		}
+		mounted = make(map[string]bool, len(mountPoints))
+		for _, mp := range mountPoints {
+			mounted[mp.Path] = true
+		}
+	}
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, f := range found {
+		m.addFoundLocked(f, mounted[f.path])
+	}
+	m.orphans.Insert(empty...)
+	m.reconstructed = true
+	logger.Info("Reconstructed volumes from disk", "rootDir", m.cfg.Layout.Root, "volumes", len(found), "emptyPodDirs", len(empty))
+	return nil
+}
+
+func (m *Manager) addFoundLocked(f foundVolume, mounted bool) {
+	rec := m.volumes[f.key]
+	if rec == nil {
+		rec = m.newRecordLocked(f.key, f.path)
+	}
+	if rec.actual == actualNone {
+		rec.actual = actualUncertain
+	}
+	rec.reconstructed, rec.readyMarker, rec.mounted = true, f.readyMarker, mounted
+	if _, err := m.cfg.Plugins.FindPluginByName(f.key.Plugin); err != nil {
+		m.setStateLocked(rec, StateFailed, ReasonNoPluginMatched, fmt.Sprintf("found on disk, but no loaded plugin is called %q", f.key.Plugin))
+	}
+}
+
+// scanPod lists the volumes of the pod uid that are on disk: volume dirs,
+// and metadata dirs whose volume dir is gone.
+func (m *Manager) scanPod(uid types.UID) ([]foundVolume, error) {
+	var found []foundVolume
+	seen := map[VolumeKey]bool{}
+	add := func(plugin, name string) {
+		key := VolumeKey{PodUID: uid, Plugin: plugin, Name: name}
+		if seen[key] {
+			return
+		}
+		seen[key] = true
+		found = append(found, foundVolume{
+			key:         key,
+			path:        m.cfg.Layout.PodVolumeDir(uid, plugin, name),
+			readyMarker: util.IsReady(m.cfg.Layout.VolumeMetadataDir(uid, plugin, name)),
+		})
+	}
+	for _, dir := range []string{m.cfg.Layout.PodVolumesDir(uid), m.cfg.Layout.PodPluginsDir(uid)} {
+		plugins, err := readDirIfExists(dir)
+		if err != nil {
+			return nil, err
+		}
+		for _, pluginEntry := range plugins {
+			if !pluginEntry.IsDir() {
+				continue
+			}
+			names, err := readDirIfExists(filepath.Join(dir, pluginEntry.Name()))
+			if err != nil {
+				return nil, err
+			}
+			plugin := utilstrings.UnescapeQualifiedName(pluginEntry.Name())
+			for _, entry := range names {
+				if strings.HasPrefix(entry.Name(), wrappedPrefix) {
+					continue
+				}
+				add(plugin, entry.Name())
+			}
+		}
+	}
+	return found, nil
+}
+
+func readDirIfExists(dir string) ([]os.DirEntry, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
+		return nil, fmt.Errorf("failed to read dir %q: %w", dir, err)
+	}
+	return entries, nil
+}
+
+// removePodDirs removes the directories of pods that are neither desired
+// nor hold any volume, unless something is still mounted in them.
+func (m *Manager) removePodDirs(ctx context.Context, uids []types.UID) {
+	defer func() {
+		m.mu.Lock()
+		m.removing.Delete(uids...)
+		m.mu.Unlock()
+	}()
+	logger := klog.FromContext(ctx)
+	mountPoints, err := m.cfg.Mounter.List()
+	if err != nil {
+		logger.Error(err, "Failed to list mount points; keeping pod dirs")
+		return
+	}
+	for _, uid := range uids {
+		if err := m.removePodDir(uid, mountPoints); err != nil {
+			m.mu.Lock()
+			m.recordEventLocked(Event{Type: EventWarning, Reason: ReasonPodDirKept, PodUID: uid, Pod: m.podNameLocked(uid), Message: err.Error()})
+			m.mu.Unlock()
+		}
+	}
+}
+
+func (m *Manager) removePodDir(uid types.UID, mountPoints []mount.MountPoint) error {
+	dir := m.cfg.Layout.PodDir(uid)
+	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	// A volume that appeared since is torn down first.
+	found, err := m.scanPod(uid)
+	if err != nil {
+		return err
+	}
+	if len(found) > 0 {
+		m.mu.Lock()
+		for _, f := range found {
+			m.addFoundLocked(f, false)
+		}
+		m.mu.Unlock()
+		m.Trigger()
+		return nil
+	}
+	prefix := dir + string(filepath.Separator)
+	for _, mp := range mountPoints {
+		if mp.Path == dir || strings.HasPrefix(mp.Path, prefix) {
+			return fmt.Errorf("keeping pod dir %q: %q is still mounted in it", dir, mp.Path)
+		}
+	}
+	// What the volumes leave is empty dirs: remove them without deleting
+	// anything, then remove what else the agent left (files in the
+	// metadata dirs) without crossing a mount.
+	removeEmptyDirs(dir)
+	if err := util.RemoveVolumeDir(m.cfg.Mounter, dir); err != nil {
+		return fmt.Errorf("failed to remove pod dir %q: %w", dir, err)
+	}
+	klog.V(2).InfoS("Removed pod dir", "podUID", uid, "path", dir)
+	return nil
+}
+
+// removeEmptyDirs removes dir and the directories beneath it that are empty,
+// bottom up, never leaving dir's device and never following a symlink.
+func removeEmptyDirs(dir string) {
+	root, err := os.Lstat(dir)
+	if err != nil || !root.IsDir() {
+		return
+	}
+	var walk func(string)
+	walk = func(d string) {
+		entries, err := os.ReadDir(d)
+		if err != nil {
+			return
+		}
+		for _, entry := range entries {
+			if !entry.IsDir() {
+				continue
+			}
+			child := filepath.Join(d, entry.Name())
+			info, err := os.Lstat(child)
+			if err != nil || !sameDevice(root, info) {
+				continue
+			}
+			walk(child)
+		}
+		_ = os.Remove(d)
+	}
+	walk(dir)
+}
+
+func sameDevice(a, b os.FileInfo) bool {
+	sa, okA := a.Sys().(*syscall.Stat_t)
+	sb, okB := b.Sys().(*syscall.Stat_t)
+	return okA && okB && sa.Dev == sb.Dev
+}
