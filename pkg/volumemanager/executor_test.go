@@ -294,3 +294,21 @@ func TestExecutorRecoversFromPanics(t *testing.T) {
 		t.Errorf("executor broken after a panic: %v", r.Err)
 	}
 }
+
+func TestLockRoot(t *testing.T) {
+	root := t.TempDir() + "/root"
+	unlock, err := LockRoot(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LockRoot(root); !errors.Is(err, ErrRootLocked) {
+		t.Errorf("second LockRoot() = %v, want ErrRootLocked", err)
+	}
+	unlock()
+	unlock2, err := LockRoot(root)
+	if err != nil {
+		t.Errorf("LockRoot() after unlock = %v", err)
+	} else {
+		unlock2()
+	}
+}

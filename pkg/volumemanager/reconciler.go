@@ -177,7 +177,7 @@ func (m *Manager) updateReadyLocked() {
 		}
 	}
 	m.ready = true
-	klog.InfoS("Volume manager is ready", "volumes", len(m.volumes))
+	klog.V(1).InfoS("Volume manager is ready", "volumes", len(m.volumes))
 }
 
 func (m *Manager) hookState(key VolumeKey, podVolume, path string, pod *v1.Pod) hooks.VolumeState {

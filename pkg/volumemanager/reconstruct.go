@@ -85,7 +85,7 @@ func (m *Manager) Reconstruct(ctx context.Context) error {
 	}
 	m.orphans.Insert(empty...)
 	m.reconstructed = true
-	logger.Info("Reconstructed volumes from disk", "rootDir", m.cfg.Layout.Root, "volumes", len(found), "emptyPodDirs", len(empty))
+	logger.V(1).Info("Reconstructed volumes from disk", "rootDir", m.cfg.Layout.Root, "volumes", len(found), "emptyPodDirs", len(empty))
 	return nil
 }
 

@@ -8,5 +8,7 @@ func (a *App) commands() []*cobra.Command {
 		a.newVersionCommand(),
 		a.newPluginsCommand(),
 		a.newValidateCommand(),
+		a.newSetupCommand(),
+		a.newTeardownCommand(),
 	}
 }
