@@ -122,7 +122,7 @@ func assertSelfContained(t *testing.T, env *realEnv, work string) {
 func TestRealTearDown(t *testing.T) {
 	env := newRealEnv(t, realConfig(true))
 	newSampleRepo(t, env.srv, "sample.git")
-	path := env.mustSetUp("pod", v1.GitRepoVolumeSource{Repository: env.srv.GitURL("sample.git")})
+	path := env.mustSetUp(t, "pod", v1.GitRepoVolumeSource{Repository: env.srv.GitURL("sample.git")})
 	wrappedMeta := filepath.Join(env.host.GetPodPluginDir(types.UID("pod"), "kubernetes.io/empty-dir"), volume.WrappedVolumeName("vol"))
 	if _, err := os.Stat(wrappedMeta); err != nil {
 		t.Errorf("wrapped emptyDir metadata %s missing after SetUp: %v", wrappedMeta, err)
@@ -130,11 +130,11 @@ func TestRealTearDown(t *testing.T) {
 	if !strings.HasSuffix(path, "/pods/pod/volumes/kubernetes.io~git-repo/vol") {
 		t.Errorf("volume path = %s", path)
 	}
-	env.tearDown("pod")
+	env.tearDown(t, "pod")
 	for _, p := range []string{path, env.metaDir("pod"), wrappedMeta, stagingDir(path)} {
 		if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("%s still exists after TearDown (%v)", p, err)
 		}
 	}
-	env.tearDown("pod")
+	env.tearDown(t, "pod")
 }

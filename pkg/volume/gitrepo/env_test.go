@@ -93,23 +93,23 @@ func (e *realEnv) setUp(uid string, src v1.GitRepoVolumeSource, fsGroup *int64) 
 	return b.GetPath(), b.SetUp(fsGroup)
 }
 
-func (e *realEnv) mustSetUp(uid string, src v1.GitRepoVolumeSource) string {
-	e.t.Helper()
+func (e *realEnv) mustSetUp(t *testing.T, uid string, src v1.GitRepoVolumeSource) string {
+	t.Helper()
 	path, err := e.setUp(uid, src, nil)
 	if err != nil {
-		e.t.Fatalf("SetUp(%+v) error = %v", src, err)
+		t.Fatalf("SetUp(%+v) error = %v", src, err)
 	}
 	return path
 }
 
-func (e *realEnv) tearDown(uid string) {
-	e.t.Helper()
+func (e *realEnv) tearDown(t *testing.T, uid string) {
+	t.Helper()
 	c, err := e.plugin().NewCleaner("vol", types.UID(uid))
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	if err := c.TearDown(); err != nil {
-		e.t.Fatalf("TearDown() error = %v", err)
+		t.Fatalf("TearDown() error = %v", err)
 	}
 }
 

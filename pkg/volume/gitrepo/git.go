@@ -54,6 +54,9 @@ type git struct {
 	env []string
 	// protocols are the allowed transports.
 	protocols []string
+	// configEnv is the variable naming the private global config, which
+	// every git process of this plugin, and every helper it starts, has.
+	configEnv string
 }
 
 // newGit returns a git that keeps its private files under dir.
@@ -73,6 +76,7 @@ func newGit(local, network commandRunner, dir string, protocols []string) (*git,
 		home:      home,
 		env:       cleanEnv(home, globalConfig, dir),
 		protocols: protocols,
+		configEnv: "GIT_CONFIG_GLOBAL=" + globalConfig,
 	}, nil
 }
 
@@ -180,7 +184,8 @@ var unknownRevision = []string{
 
 // commandError turns a failed git command into an error that carries git's
 // message, redacted for repo, and the class the caller decides on: final
-// for an unknown revision or a size limit; transient otherwise.
+// for an unknown revision, a size limit or objects that fail git's checks;
+// transient otherwise.
 func commandError(ctx context.Context, what, repo string, output []byte, err error) error {
 	msg := strings.TrimSpace(redactMessage(tail(string(output), 2048), repo))
 	if msg != "" {
@@ -200,6 +205,9 @@ func commandError(ctx context.Context, what, repo string, output []byte, err err
 		if strings.Contains(msg, s) {
 			return volume.NewFinalError(fmt.Errorf("unknown revision: %w", err))
 		}
+	}
+	if strings.Contains(msg, "fsck error") {
+		return volume.NewFinalError(fmt.Errorf("repository refused by git's object checks (transfer.fsckObjects): %w", err))
 	}
 	return volume.NewTransientError(err)
 }

@@ -71,8 +71,10 @@ var (
 	_ volume.Cleaner              = &cleaner{}
 )
 
-// Init checks the configuration and prepares the plugin's dir:
-// ROOT/plugins/kubernetes.io~git-repo/{home,gitconfig,cache}.
+// Init checks the configuration, prepares the plugin's dir
+// (ROOT/plugins/kubernetes.io~git-repo/{home,gitconfig,cache}) and kills the
+// git processes that an agent which died on this root left running. One
+// agent runs per root.
 func (p *plugin) Init(host volume.VolumeHost) error {
 	cfg, minVersion, err := p.rawConfig.withDefaults()
 	if err != nil {
@@ -87,6 +89,9 @@ func (p *plugin) Init(host volume.VolumeHost) error {
 	dir := host.GetPluginDir(PluginName)
 	if p.git, err = newGit(local, network, dir, cfg.AllowedProtocols); err != nil {
 		return err
+	}
+	if n := killStrays(p.git.configEnv); n > 0 {
+		klog.InfoS("Killed git processes left by a previous agent", "count", n)
 	}
 	if cfg.Cache.Enabled {
 		p.cache, err = newMirrorCache(filepath.Join(dir, "cache"), cfg.Cache.MaxBytes, cfg.MaxSizeBytes, p.git, host.GetClock())

@@ -1,9 +1,13 @@
 package gitrepo
 
 import (
+	"bytes"
 	"context"
+	"os"
 	osexec "os/exec"
+	"path/filepath"
 	"runtime"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -61,4 +65,36 @@ func (b *tailBuffer) Bytes() []byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return append([]byte(nil), b.buf...)
+}
+
+// killStrays kills every process whose environment holds env exactly: the
+// git processes, and the helpers they started, that an agent which died on
+// this root left running. Git itself dies with its agent (Pdeathsig), but
+// its helpers do not, and one blocked on the network lives on. It returns
+// how many it killed.
+func killStrays(env string) int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	killed := 0
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		environ, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
+		if err != nil {
+			continue
+		}
+		for _, v := range bytes.Split(environ, []byte{0}) {
+			if string(v) == env {
+				if syscall.Kill(pid, syscall.SIGKILL) == nil {
+					killed++
+				}
+				break
+			}
+		}
+	}
+	return killed
 }
