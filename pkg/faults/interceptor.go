@@ -86,7 +86,9 @@ func (i Interceptor) post(ctx context.Context, op Operation, result error) error
 // 1) of each call of the operation called name, and returns what decide
 // returns; other operations pass untouched. This is the form the Kubernetes
 // storage tests use: PreHook(OpSetUp, func(n int) error { if n <= 2 { return
-// transientErr }; return nil }) fails the first two set-ups.
+// transientErr }; return nil }) fails the first two set-ups. Calls are counted
+// across every plugin and volume; decide may run concurrently for concurrent
+// operations.
 func PreHook(name string, decide func(call int) error) Interceptor {
 	var mu sync.Mutex
 	calls := 0

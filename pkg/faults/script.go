@@ -255,6 +255,10 @@ func (s *Script) run(ctx context.Context, key string, program *goja.Program) (go
 	interrupted := make(chan struct{})
 	stop := context.AfterFunc(evalCtx, func() {
 		defer close(interrupted)
+		if ctx.Err() != nil {
+			s.vm.Interrupt(fmt.Errorf("stopped: %w", ctx.Err()))
+			return
+		}
 		s.vm.Interrupt(fmt.Errorf("stopped after %s: %w", s.evalTimeout, evalCtx.Err()))
 	})
 	value, err := s.vm.RunProgram(program)

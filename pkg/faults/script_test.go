@@ -270,10 +270,25 @@ func TestDelayStopsWithTheContext(t *testing.T) {
 	clock := testingclock.NewFakeClock(time.Now())
 	ic := parse(t, `setUpStart: '({delay: "1h"})'`, ScriptOptions{Clock: clock}).Interceptor()
 	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- ic.Pre(ctx, setUpOp) }()
+	if err := wait.PollUntilContextTimeout(t.Context(), time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+		return clock.HasWaiters(), nil
+	}); err != nil {
+		t.Fatal("Pre did not wait on the clock")
+	}
 	cancel()
-	err := ic.Pre(ctx, setUpOp)
-	if volume.ClassOf(err) != volume.Transient || !strings.Contains(err.Error(), "injected delay of 1h0m0s interrupted") {
+	err := <-done
+	if volume.ClassOf(err) != volume.Transient || !strings.Contains(err.Error(), "injected delay of 1h0m0s interrupted: context canceled") {
 		t.Errorf("Pre = %v, want a transient error for the interrupted delay", err)
+	}
+
+	// With the context already done, either the snippet is stopped or, if it
+	// finished first, its delay is: both fail the operation, transiently.
+	err = ic.Pre(ctx, setUpOp)
+	if err == nil || volume.ClassOf(err) != volume.Transient || !strings.Contains(err.Error(), "context canceled") {
+		t.Errorf("Pre with a done context = %v, want a transient error naming the cancellation", err)
 	}
 }
 
