@@ -295,6 +295,10 @@ func (e *Emulator) createDataset(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, descDatasetIDInUse)
 		return
 	}
+	if err := e.createBackingDir(id); err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
 	// As in Flocker, an unknown primary is accepted (FLOC-1278); the dataset never settles there.
 	d := e.insertLocked(datasetConfig{DatasetID: id, Primary: primary, Metadata: metadata, MaximumSize: size})
 	if err := e.saveLocked(); err != nil {

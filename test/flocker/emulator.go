@@ -170,7 +170,7 @@ func Start(cfg Config) (*Emulator, error) {
 		return nil, fmt.Errorf("failed to prepare certificates in %s: %w", cfg.CertDir, err)
 	}
 	if generated {
-		logger.Info("Generated throwaway cluster certificates", "certDir", cfg.CertDir)
+		logger.V(1).Info("Generated throwaway cluster certificates", "certDir", cfg.CertDir)
 	}
 	e.certs = certs
 	if e.tls, err = e.serverTLSConfig(); err != nil {
@@ -189,7 +189,7 @@ func Start(cfg Config) (*Emulator, error) {
 		_ = e.Close()
 		return nil, err
 	}
-	logger.Info("Flocker control service emulator started", "url", e.URL(), "localNode", e.LocalNode().UUID, "stateDir", cfg.StateDir)
+	logger.V(1).Info("Flocker control service emulator started", "url", e.URL(), "localNode", e.LocalNode().UUID, "stateDir", cfg.StateDir)
 	return e, nil
 }
 
@@ -287,7 +287,7 @@ func (e *Emulator) reject(reason string) error {
 	e.mu.Lock()
 	e.rejections = append(e.rejections, reason)
 	e.mu.Unlock()
-	e.logger.Info("Refused client at the TLS handshake", "reason", reason)
+	e.logger.V(1).Info("Refused client at the TLS handshake", "reason", reason)
 	return errors.New(reason)
 }
 
@@ -383,7 +383,7 @@ func (e *Emulator) Close() error {
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("failed to close flocker emulator: %w", err)
 	}
-	e.logger.Info("Flocker control service emulator stopped")
+	e.logger.V(1).Info("Flocker control service emulator stopped")
 	return nil
 }
 

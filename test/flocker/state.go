@@ -127,6 +127,11 @@ func (e *Emulator) AddDataset(spec DatasetSpec) (string, error) {
 	if spec.Name != "" {
 		metadata["name"] = spec.Name
 	}
+	if !spec.Deleted {
+		if err := e.createBackingDir(spec.ID); err != nil {
+			return "", err
+		}
+	}
 	d := e.insertLocked(datasetConfig{DatasetID: spec.ID, Primary: spec.Primary, Deleted: spec.Deleted, Metadata: metadata, MaximumSize: spec.MaximumSize})
 	if !spec.Pending && !spec.Deleted {
 		d.listed = true
@@ -381,11 +386,19 @@ func (e *Emulator) reconcileLocked() time.Time {
 	return next
 }
 
+// createBackingDir makes the directory holding a new dataset's data, wherever the dataset is.
+func (e *Emulator) createBackingDir(id string) error {
+	if err := os.MkdirAll(e.BackingDir(id), 0o755); err != nil {
+		return fmt.Errorf("failed to create backing directory for dataset %s: %w", id, err)
+	}
+	return nil
+}
+
 // mountLocked bind-mounts the dataset's backing directory onto its mount path (idempotent).
 func (e *Emulator) mountLocked(id string) error {
 	backing, target := e.BackingDir(id), e.MountPath(id)
-	if err := os.MkdirAll(backing, 0o755); err != nil {
-		return fmt.Errorf("failed to create backing directory for dataset %s: %w", id, err)
+	if err := e.createBackingDir(id); err != nil {
+		return err
 	}
 	if err := os.MkdirAll(target, 0o755); err != nil {
 		return fmt.Errorf("failed to create mount point for dataset %s: %w", id, err)
