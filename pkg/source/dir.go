@@ -1,0 +1,286 @@
+// Package source holds where the agent's pods come from: a static manifest
+// directory watched with fsnotify and read again periodically, and the
+// local API, whose pods are kept on disk so that they survive a restart.
+// Each file is a source of its own for the volume manager, so that one bad
+// file never affects the pods of the others.
+package source
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+
+	"github.com/volume-agent/volume-agent/pkg/manifest"
+	"github.com/volume-agent/volume-agent/pkg/volumemanager"
+)
+
+// Sink receives what sources say; *volumemanager.Manager implements it.
+type Sink interface {
+	// UpdateSources applies updates at once.
+	UpdateSources(updates ...volumemanager.SourceUpdate)
+	// SourceOf returns the source that declares the pod uid, or "".
+	SourceOf(uid types.UID) string
+}
+
+// DefaultResyncPeriod is how often a Dir is read again in full.
+const DefaultResyncPeriod = 20 * time.Second
+
+// eventDelay gathers the burst of file-system events that one change makes
+// (create, write, chmod; or many files written at once) into one read.
+const eventDelay = 20 * time.Millisecond
+
+// manifestExtensions are the file name endings a Dir reads.
+var manifestExtensions = []string{".yaml", ".yml", ".json"}
+
+// DirOptions configure a Dir.
+type DirOptions struct {
+	// Prefix starts the source name of each file, as "file:" (the name is
+	// the prefix and the file's absolute path).
+	Prefix string
+	// Manifest is passed to manifest.Load: the node name for derived pod
+	// UIDs, and the plugins that validate volume sources.
+	Manifest manifest.Options
+	// ResyncPeriod is how often Run reads every file again, to catch what
+	// notifications missed. Zero means DefaultResyncPeriod.
+	ResyncPeriod time.Duration
+	Clock        clock.Clock
+}
+
+// Dir is a static manifest source: a directory of YAML and JSON manifests
+// (files whose names start with "." or lack a manifest extension are
+// skipped), or a single manifest file. Every file is its own source, named
+// Prefix + absolute path; a file that fails to load keeps its previous pods
+// and reports the error on its source.
+type Dir struct {
+	path string
+	sink Sink
+	opts DirOptions
+
+	mu sync.Mutex
+	// files maps each file read to the hash of its content.
+	files map[string][sha256.Size]byte
+	// dirErr is set while the path itself cannot be read.
+	dirErr bool
+}
+
+// NewDir returns the source of the manifests at path, a directory or a file.
+func NewDir(path string, sink Sink, opts DirOptions) (*Dir, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("failed to resolve manifest path %q: %w", path, err)
+	}
+	if opts.ResyncPeriod <= 0 {
+		opts.ResyncPeriod = DefaultResyncPeriod
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
+	return &Dir{path: abs, sink: sink, opts: opts, files: map[string][sha256.Size]byte{}}, nil
+}
+
+// Path returns the absolute path the Dir reads.
+func (d *Dir) Path() string { return d.path }
+
+// SourceName returns the source name of the file path.
+func (d *Dir) SourceName(path string) string { return d.opts.Prefix + path }
+
+// Sync reads every manifest file and tells the sink, in one update, what
+// changed: files added or changed (decoded and validated), files that fail
+// (their error; their previous pods stay), and files removed. Unchanged
+// files are not decoded again. A path that cannot be read is reported on the
+// source named after the path, and returned.
+func (d *Dir) Sync(ctx context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	paths, err := d.list()
+	if err != nil {
+		d.dirErr = true
+		d.sink.UpdateSources(volumemanager.SourceUpdate{Source: d.SourceName(d.path), Err: err})
+		return err
+	}
+	var updates []volumemanager.SourceUpdate
+	if d.dirErr {
+		d.dirErr = false
+		updates = append(updates, volumemanager.SourceUpdate{Source: d.SourceName(d.path), Removed: true})
+	}
+	seen := make(map[string]bool, len(paths))
+	for _, path := range paths {
+		seen[path] = true
+		if update, changed := d.read(path); changed {
+			updates = append(updates, update)
+		}
+	}
+	for path := range d.files {
+		if !seen[path] {
+			delete(d.files, path)
+			updates = append(updates, volumemanager.SourceUpdate{Source: d.SourceName(path), Removed: true})
+		}
+	}
+	if len(updates) > 0 {
+		klog.FromContext(ctx).V(2).Info("Manifests changed", "path", d.path, "updates", len(updates))
+		d.sink.UpdateSources(updates...)
+	}
+	return nil
+}
+
+// read loads one file, unless its content is what was read last time.
+func (d *Dir) read(path string) (volumemanager.SourceUpdate, bool) {
+	source := d.SourceName(path)
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		// Removed between the listing and the read: the next sync sees it.
+		return volumemanager.SourceUpdate{}, false
+	}
+	if err != nil {
+		return volumemanager.SourceUpdate{Source: source, Err: fmt.Errorf("failed to read manifest: %w", err)}, true
+	}
+	hash := sha256.Sum256(data)
+	if old, ok := d.files[path]; ok && old == hash {
+		return volumemanager.SourceUpdate{}, false
+	}
+	d.files[path] = hash
+	bundle, err := manifest.Load(bytes.NewReader(data), path, d.opts.Manifest)
+	if err != nil {
+		return volumemanager.SourceUpdate{Source: source, Err: err}, true
+	}
+	return volumemanager.SourceUpdate{Source: source, Bundle: bundle}, true
+}
+
+// list returns the manifest files, sorted.
+func (d *Dir) list() ([]string, error) {
+	info, err := os.Stat(d.path)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read manifest path: %w", err)
+	}
+	if !info.IsDir() {
+		return []string{d.path}, nil
+	}
+	entries, err := os.ReadDir(d.path)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read manifest dir: %w", err)
+	}
+	var paths []string
+	for _, entry := range entries {
+		if !isManifestName(entry.Name()) {
+			continue
+		}
+		path := filepath.Join(d.path, entry.Name())
+		if info, err := os.Stat(path); err != nil || !info.Mode().IsRegular() {
+			continue
+		}
+		paths = append(paths, path)
+	}
+	sort.Strings(paths)
+	return paths, nil
+}
+
+func isManifestName(name string) bool {
+	if strings.HasPrefix(name, ".") {
+		return false
+	}
+	for _, ext := range manifestExtensions {
+		if strings.HasSuffix(name, ext) {
+			return true
+		}
+	}
+	return false
+}
+
+// Run keeps the sink up to date until ctx is cancelled: it syncs when
+// fsnotify reports a change (gathering a burst of events into one sync) and
+// every ResyncPeriod. Without notifications (the watch could not be set up,
+// or the directory does not exist yet), the periodic sync still runs, and
+// the watch is tried again at each one.
+func (d *Dir) Run(ctx context.Context) {
+	logger := klog.FromContext(ctx).WithValues("path", d.path)
+	watcher, err := fsnotify.NewWatcher()
+	if err != nil {
+		logger.Error(err, "Failed to watch manifests; reading them periodically only")
+	} else {
+		defer watcher.Close()
+	}
+	watching := false
+	watch := func() {
+		if watcher == nil || watching {
+			return
+		}
+		dir := d.path
+		if info, err := os.Stat(d.path); err == nil && !info.IsDir() {
+			dir = filepath.Dir(d.path)
+		}
+		if err := watcher.Add(dir); err != nil {
+			logger.V(1).Info("Cannot watch manifests yet", "err", err)
+			return
+		}
+		watching = true
+	}
+	watch()
+
+	var events <-chan fsnotify.Event
+	var errs <-chan error
+	if watcher != nil {
+		events, errs = watcher.Events, watcher.Errors
+	}
+	resync := d.opts.Clock.NewTimer(d.opts.ResyncPeriod)
+	defer resync.Stop()
+	var pending clock.Timer
+	var pendingC <-chan time.Time
+	sync := func() {
+		if err := d.Sync(ctx); err != nil {
+			logger.Error(err, "Failed to read manifests")
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			if pending != nil {
+				pending.Stop()
+			}
+			return
+		case ev, ok := <-events:
+			if !ok {
+				events = nil
+				continue
+			}
+			if ev.Name != d.path && filepath.Dir(ev.Name) != d.path {
+				continue
+			}
+			if ev.Has(fsnotify.Remove) && ev.Name == d.path {
+				// The directory itself went: watch it again once it is back.
+				watching = false
+			}
+			if pendingC == nil {
+				pending = d.opts.Clock.NewTimer(eventDelay)
+				pendingC = pending.C()
+			}
+		case err, ok := <-errs:
+			if !ok {
+				errs = nil
+				continue
+			}
+			logger.Error(err, "Manifest watch failed; reading every manifest again")
+			sync()
+		case <-pendingC:
+			pendingC = nil
+			sync()
+		case <-resync.C():
+			watch()
+			sync()
+			resync.Reset(d.opts.ResyncPeriod)
+		}
+	}
+}
