@@ -19,9 +19,18 @@ build: ## Build bin/volume-agent
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BINARY) ./cmd/volume-agent
 
 .PHONY: test
-test: lint ## Run every test: unit (-race), root-only tests on real mounts, end-to-end
+test: lint test-outoftree ## Run every test: unit (-race), root-only tests on real mounts, end-to-end
 	@if [ "$$(id -u)" != 0 ]; then echo "NOTE: not root: tests that make real mounts will skip"; fi
 	$(GO) test -race -timeout 12m ./...
+
+.PHONY: test-outoftree
+test-outoftree: ## Vet and test the out-of-tree plugin module (test/outoftree)
+	cd test/outoftree && $(GO) vet ./... && $(GO) test -race ./...
+
+.PHONY: new-plugin
+new-plugin: ## Generate pkg/volume/$(NAME), a plugin skeleton: make new-plugin NAME=foo
+	@test -n "$(NAME)" || { echo "usage: make new-plugin NAME=foo" >&2; exit 2; }
+	$(GO) run ./hack/new-plugin -name $(NAME)
 
 .PHONY: lint
 lint: ## gofmt and go vet

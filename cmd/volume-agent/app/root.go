@@ -19,6 +19,7 @@ import (
 
 	"github.com/volume-agent/volume-agent/pkg/apis/config"
 	"github.com/volume-agent/volume-agent/pkg/apis/config/loader"
+	"github.com/volume-agent/volume-agent/pkg/faults"
 	"github.com/volume-agent/volume-agent/pkg/volume"
 	"github.com/volume-agent/volume-agent/pkg/volume/util"
 )
@@ -143,19 +144,31 @@ func (a *App) load(cmd *cobra.Command) error {
 	setUpLogging(cfg, a.Stderr)
 	a.Layout = volume.Layout{Root: cfg.RootDir}
 	a.Mounter = util.NewMounter()
-	a.Plugins = &volume.VolumePluginMgr{}
-	a.Host = volume.NewHost(volume.HostConfig{
-		Layout:   a.Layout,
-		Mounter:  a.Mounter,
-		Exec:     exec.New(),
-		Clock:    clock.RealClock{},
-		NodeName: cfg.NodeName,
-		NodeIP:   net.ParseIP(cfg.NodeIP),
-	}, a.Plugins)
 	var plugins []volume.VolumePlugin
 	for _, probe := range a.probers {
 		plugins = append(plugins, probe(cfg)...)
 	}
+	var executor exec.Interface = exec.New()
+	if path := cfg.Hooks.FaultHooksFile; path != "" {
+		// Fault injection wraps every plugin and git call; LoadScript logs
+		// loudly that it is on.
+		script, err := faults.LoadScript(cmd.Context(), path, faults.ScriptOptions{})
+		if err != nil {
+			return invalidInput(err)
+		}
+		interceptor := script.Interceptor()
+		executor = faults.WrapExec(executor, interceptor)
+		plugins = faults.WrapPlugins(plugins, interceptor)
+	}
+	a.Plugins = &volume.VolumePluginMgr{}
+	a.Host = volume.NewHost(volume.HostConfig{
+		Layout:   a.Layout,
+		Mounter:  a.Mounter,
+		Exec:     executor,
+		Clock:    clock.RealClock{},
+		NodeName: cfg.NodeName,
+		NodeIP:   net.ParseIP(cfg.NodeIP),
+	}, a.Plugins)
 	// A plugin that fails to load is left out; the others work.
 	a.pluginLoadErr = a.Plugins.InitPlugins(plugins, a.Host)
 	if a.pluginLoadErr != nil {
