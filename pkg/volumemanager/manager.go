@@ -80,7 +80,8 @@ type Config struct {
 	Hooks Hooks
 	// Observer, when set, is told of operations and passes.
 	Observer Observer
-	// OnEvent, when set, is called with every event, with no lock held.
+	// OnEvent, when set, is called with every event, in order. It is called
+	// with the Manager's lock held: it must not block or call the Manager.
 	OnEvent func(Event)
 	// PodScope, when set, limits the Manager to the pods it returns true
 	// for: reconstruction skips the others' directories on disk, and they
@@ -315,8 +316,7 @@ func (m *Manager) WaitForReady(ctx context.Context) error {
 	return m.waitFor(ctx, func() bool { return m.ready })
 }
 
-// recordEventLocked appends an event, logs it, and hands it to OnEvent
-// (after m.mu is released, through the returned slice of pending events).
+// recordEventLocked appends an event, logs it, and hands it to OnEvent.
 func (m *Manager) recordEventLocked(ev Event) {
 	ev.Time = m.cfg.Clock.Now().UTC()
 	if len(m.events) >= m.cfg.MaxEvents {
@@ -344,8 +344,7 @@ func (m *Manager) recordEventLocked(ev Event) {
 		klog.V(1).InfoS("Volume event", kv...)
 	}
 	if m.cfg.OnEvent != nil {
-		onEvent := m.cfg.OnEvent
-		go onEvent(ev)
+		m.cfg.OnEvent(ev)
 	}
 }
 

@@ -10,5 +10,10 @@ func (a *App) commands() []*cobra.Command {
 		a.newValidateCommand(),
 		a.newSetupCommand(),
 		a.newTeardownCommand(),
+		a.newRunCommand(),
+		a.newStatusCommand(),
+		a.newGetCommand(),
+		a.newApplyCommand(),
+		a.newDeleteCommand(),
 	}
 }

@@ -1,0 +1,302 @@
+package app
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/volume-agent/volume-agent/pkg/server"
+	"github.com/volume-agent/volume-agent/pkg/volumemanager"
+)
+
+// clientTimeout bounds one request to the agent.
+const clientTimeout = 30 * time.Second
+
+// client loads the configuration and returns a client of the agent's socket.
+func (a *App) client(cmd *cobra.Command) (*server.Client, error) {
+	if err := a.load(cmd); err != nil {
+		return nil, err
+	}
+	return server.NewClient(a.Config.ResolvedSocketPath(), clientTimeout), nil
+}
+
+// clientError turns an API error into the command's error: a refused
+// manifest is invalid input.
+func clientError(err error) error {
+	var status *server.StatusError
+	if errors.As(err, &status) && status.Code == http.StatusUnprocessableEntity {
+		return invalidInput(err)
+	}
+	return err
+}
+
+func (a *App) encodeJSON(v any) error {
+	enc := json.NewEncoder(a.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func (a *App) newStatusCommand() *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show whether the running agent is ready, and its pods, volumes and sources",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output, "text", "json"); err != nil {
+				return err
+			}
+			c, err := a.client(cmd)
+			if err != nil {
+				return err
+			}
+			status, err := c.Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return a.encodeJSON(status)
+			}
+			ready := "not ready"
+			if status.Ready {
+				ready = "ready"
+			}
+			fmt.Fprintf(a.Stdout, "volume-agent %s: %s (root %s, socket %s)\n", status.Version, ready, status.RootDir, c.Socket())
+			fmt.Fprintf(a.Stdout, "pods: %d\n", status.Pods)
+			var parts []string
+			for _, state := range []volumemanager.VolumeState{volumemanager.StateReady, volumemanager.StatePending, volumemanager.StateSettingUp, volumemanager.StateFailed, volumemanager.StateTearingDown} {
+				parts = append(parts, fmt.Sprintf("%d %s", status.Volumes[state], state))
+			}
+			fmt.Fprintf(a.Stdout, "volumes: %s\n", strings.Join(parts, ", "))
+			fmt.Fprintf(a.Stdout, "sources: %d\n", len(status.Sources))
+			for _, s := range status.Sources {
+				if s.Error != "" {
+					fmt.Fprintf(a.Stdout, "  %s: %d pods, error: %s\n", s.Name, s.Pods, s.Error)
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	return cmd
+}
+
+func (a *App) newGetCommand() *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:       "get pods|volumes|events|plugins",
+		Short:     "List the running agent's pods, volumes, events or plugins",
+		ValidArgs: []string{"pods", "volumes", "events", "plugins"},
+		Args: func(cmd *cobra.Command, args []string) error {
+			if err := cobra.MatchAll(cobra.ExactArgs(1), cobra.OnlyValidArgs)(cmd, args); err != nil {
+				return invalidInput(fmt.Errorf("%w: want one of pods, volumes, events, plugins", err))
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output, "text", "wide", "json"); err != nil {
+				return err
+			}
+			c, err := a.client(cmd)
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			wide := output == "wide"
+			var data any
+			var print func(io.Writer)
+			switch args[0] {
+			case "pods":
+				pods, err := c.Pods(ctx)
+				if err != nil {
+					return err
+				}
+				data, print = pods, func(w io.Writer) { printPods(w, pods, wide) }
+			case "volumes":
+				volumes, err := c.Volumes(ctx)
+				if err != nil {
+					return err
+				}
+				data, print = volumes, func(w io.Writer) { printVolumes(w, volumes, wide) }
+			case "events":
+				events, err := c.Events(ctx)
+				if err != nil {
+					return err
+				}
+				data, print = events, func(w io.Writer) { printEvents(w, events, wide) }
+			case "plugins":
+				plugins, err := c.Plugins(ctx)
+				if err != nil {
+					return err
+				}
+				data, print = plugins, func(w io.Writer) { printPlugins(w, plugins) }
+			}
+			if output == "json" {
+				return a.encodeJSON(data)
+			}
+			w := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
+			print(w)
+			return w.Flush()
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text, wide or json")
+	return cmd
+}
+
+func podName(namespace, name string) string {
+	if name == "" {
+		return "-"
+	}
+	return namespace + "/" + name
+}
+
+func printPods(w io.Writer, pods []volumemanager.PodStatus, wide bool) {
+	header := "POD\tUID\tSTATE\tREADY"
+	if wide {
+		header += "\tSOURCE"
+	}
+	fmt.Fprintln(w, header)
+	for _, pod := range pods {
+		ready := 0
+		for _, v := range pod.Volumes {
+			if v.State == volumemanager.StateReady {
+				ready++
+			}
+		}
+		line := fmt.Sprintf("%s\t%s\t%s\t%d/%d", podName(pod.Namespace, pod.Name), pod.UID, pod.State, ready, len(pod.Volumes))
+		if wide {
+			line += "\t" + orDash(pod.Source)
+		}
+		fmt.Fprintln(w, line)
+	}
+}
+
+func printVolumes(w io.Writer, volumes []volumemanager.VolumeStatus, wide bool) {
+	header := "POD\tVOLUME\tPLUGIN\tSTATE\tREASON\tATTEMPTS\tNEXT RETRY"
+	if wide {
+		header += "\tUID\tPATH\tERROR"
+	}
+	fmt.Fprintln(w, header)
+	for _, v := range volumes {
+		retry := "-"
+		if !v.NextRetry.IsZero() {
+			retry = v.NextRetry.Local().Format(time.TimeOnly)
+		}
+		line := fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%d\t%s", podName(v.PodNamespace, v.PodName), v.Volume, orDash(v.Plugin), v.State, orDash(v.Reason), v.Attempts, retry)
+		if wide {
+			line += fmt.Sprintf("\t%s\t%s\t%s", v.PodUID, orDash(v.Path), orDash(oneLine(v.LastError)))
+		}
+		fmt.Fprintln(w, line)
+	}
+}
+
+func printEvents(w io.Writer, events []volumemanager.Event, wide bool) {
+	fmt.Fprintln(w, "TIME\tTYPE\tREASON\tOBJECT\tMESSAGE")
+	for _, ev := range events {
+		object := ev.Pod
+		if object == "" {
+			object = string(ev.PodUID)
+		}
+		if ev.Volume != "" {
+			object += ":" + ev.Volume
+		}
+		if ev.Source != "" {
+			object = ev.Source
+		}
+		format := time.TimeOnly
+		if wide {
+			format = time.RFC3339Nano
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", ev.Time.Local().Format(format), ev.Type, ev.Reason, orDash(object), oneLine(ev.Message))
+	}
+}
+
+func printPlugins(w io.Writer, plugins []volumemanager.PluginStatus) {
+	fmt.Fprintln(w, "PLUGIN\tACCESS MODES\tUSABLE\tMESSAGE")
+	for _, p := range plugins {
+		details := make([]string, 0, len(p.Details))
+		for k, v := range p.Details {
+			details = append(details, k+"="+v)
+		}
+		sort.Strings(details)
+		msg := strings.TrimSpace(p.Message + " " + strings.Join(details, " "))
+		fmt.Fprintf(w, "%s\t%s\t%v\t%s\n", p.Name, orDash(strings.Join(p.AccessModes, ",")), p.Usable, orDash(msg))
+	}
+}
+
+func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }
+
+func (a *App) newApplyCommand() *cobra.Command {
+	var file string
+	cmd := &cobra.Command{
+		Use:   "apply -f FILE",
+		Short: "Add or replace pods, PersistentVolumes and claims in the running agent",
+		Long: `Send a manifest to the running agent, which validates it as "volume-agent
+validate" does, keeps its objects across restarts, and sets the pods' volumes
+up. Exits 2 when the manifest is invalid, and 1 when no agent is running.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var data []byte
+			var err error
+			if file == "-" {
+				data, err = io.ReadAll(a.Stdin)
+			} else {
+				data, err = os.ReadFile(file)
+			}
+			if err != nil {
+				return invalidInput(fmt.Errorf("failed to read manifest: %w", err))
+			}
+			c, err := a.client(cmd)
+			if err != nil {
+				return err
+			}
+			resp, err := c.Apply(cmd.Context(), data)
+			if err != nil {
+				return clientError(err)
+			}
+			for _, pod := range resp.Pods {
+				fmt.Fprintf(a.Stdout, "pod %s/%s applied (uid %s)\n", pod.Namespace, pod.Name, pod.UID)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&file, "filename", "f", "", "manifest file (YAML or JSON); - reads standard input")
+	_ = cmd.MarkFlagRequired("filename")
+	return cmd
+}
+
+func (a *App) newDeleteCommand() *cobra.Command {
+	var uid string
+	cmd := &cobra.Command{
+		Use:   "delete --pod-uid UID",
+		Short: "Remove a pod added with apply from the running agent, which tears its volumes down",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := validatePodUID(uid); err != nil {
+				return invalidInput(err)
+			}
+			c, err := a.client(cmd)
+			if err != nil {
+				return err
+			}
+			if err := c.DeletePod(cmd.Context(), types.UID(uid)); err != nil {
+				return clientError(err)
+			}
+			fmt.Fprintf(a.Stdout, "pod %s deleted\n", uid)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&uid, "pod-uid", "", "UID of the pod, as apply printed it")
+	_ = cmd.MarkFlagRequired("pod-uid")
+	return cmd
+}

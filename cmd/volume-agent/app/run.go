@@ -1,0 +1,225 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/klog/v2"
+
+	"github.com/volume-agent/volume-agent/pkg/apis/config"
+	"github.com/volume-agent/volume-agent/pkg/manifest"
+	"github.com/volume-agent/volume-agent/pkg/server"
+	"github.com/volume-agent/volume-agent/pkg/source"
+	"github.com/volume-agent/volume-agent/pkg/volumemanager"
+)
+
+// APIManifestDir is the directory, inside the root dir, where the pods added
+// through the local API are kept so that they survive a restart.
+const APIManifestDir = "api-manifests"
+
+// eventLineBuffer bounds the event lines waiting to be printed; more are
+// dropped (they are still in the log and at /events).
+const eventLineBuffer = 4096
+
+func (a *App) newRunCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "run",
+		Short: "Run the agent: keep the volumes of the desired pods set up, until interrupted",
+		Long: `Run the agent in the foreground. It reads pods from the static manifest path
+(--pod-manifest-path: a directory of YAML and JSON files, or one file, watched for
+changes and read again every --resync-period) and from its local API (on
+--socket; see apply and delete), keeps every volume of those pods set up, and
+tears down every other volume under the root dir once the sources are read.
+
+Each volume is printed as it becomes ready, is torn down, or fails. On SIGINT or
+SIGTERM the agent cancels the operations in flight and leaves the volumes in
+place, so that a restart disturbs no workload; with --teardown-on-exit it tears
+every volume down first.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := a.load(cmd); err != nil {
+				return err
+			}
+			return a.runAgent(cmd.Context())
+		},
+	}
+}
+
+// runAgent runs the daemon until ctx is cancelled.
+func (a *App) runAgent(ctx context.Context) error {
+	cfg := a.Config
+	logger := klog.FromContext(ctx)
+	socketMode, err := config.ParseSocketMode(cfg.Server.SocketMode)
+	if err != nil {
+		return invalidInput(err)
+	}
+	unlock, err := volumemanager.LockRoot(a.Layout.Root)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	// The agent's own context outlives ctx, so that it can tear volumes
+	// down and answer the API after a signal.
+	runCtx, stop := context.WithCancel(klog.NewContext(context.WithoutCancel(ctx), logger))
+	defer stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+
+	metrics := server.NewMetrics()
+	printer := newEventPrinter(a.Stdout)
+	wg.Go(func() { printer.run(runCtx) })
+	m, hookManager, err := a.newVolumeManager(runCtx, nil, func(c *volumemanager.Config) {
+		c.Observer = metrics
+		c.OnEvent = printer.add
+	})
+	if err != nil {
+		return err
+	}
+	metrics.WatchManager(m)
+	if _, err := hookManager.Watch(runCtx); err != nil {
+		logger.Error(err, "Failed to watch the hook directories; hooks are not reloaded")
+	}
+	manifestOpts := manifest.Options{NodeName: cfg.NodeName, Plugins: a.Plugins}
+	api, err := source.NewAPI(filepath.Join(a.Layout.Root, APIManifestDir), m, manifestOpts)
+	if err != nil {
+		return err
+	}
+
+	listener, err := server.ListenUnix(server.SocketOptions{Path: cfg.ResolvedSocketPath(), Mode: socketMode, Group: cfg.Server.SocketGroup})
+	if err != nil {
+		return err
+	}
+	handler := server.Handler(server.Options{Manager: m, API: api, Hooks: hookManager, Version: version})
+	wg.Go(func() {
+		if err := server.Serve(runCtx, listener, handler); err != nil {
+			logger.Error(err, "API server failed")
+		}
+	})
+	if cfg.Server.MetricsAddress != "" {
+		metricsListener, err := server.ListenMetrics(cfg.Server.MetricsAddress)
+		if err != nil {
+			return invalidInput(err)
+		}
+		logger.Info("Serving metrics", "address", metricsListener.Addr().String())
+		wg.Go(func() {
+			if err := server.ServeMetrics(runCtx, metricsListener, metrics); err != nil {
+				logger.Error(err, "Metrics server failed")
+			}
+		})
+	}
+
+	managerDone := make(chan error, 1)
+	go func() { managerDone <- m.Run(runCtx) }()
+
+	// Read every source in full before anything undesired is torn down.
+	if err := api.Sync(runCtx); err != nil {
+		logger.Error(err, "Failed to read the pods added through the API")
+	}
+	if cfg.PodManifestPath != "" {
+		dir, err := source.NewDir(cfg.PodManifestPath, m, source.DirOptions{
+			Prefix:       "file:",
+			Manifest:     manifestOpts,
+			ResyncPeriod: cfg.VolumeManager.ResyncPeriod.Duration,
+		})
+		if err != nil {
+			return invalidInput(err)
+		}
+		if err := dir.Sync(runCtx); err != nil {
+			logger.Error(err, "Failed to read the pod manifests", "path", cfg.PodManifestPath)
+		}
+		wg.Go(func() { dir.Run(runCtx) })
+	}
+	m.MarkSourcesSynced()
+	logger.Info("Agent started", "rootDir", a.Layout.Root, "socket", cfg.ResolvedSocketPath(), "podManifestPath", cfg.PodManifestPath)
+	wg.Go(func() {
+		if m.WaitForReady(runCtx) == nil {
+			summary := m.Summary()
+			logger.Info("Agent is ready", "pods", summary.Pods, "readyVolumes", summary.Volumes[volumemanager.StateReady])
+		}
+	})
+
+	select {
+	case <-ctx.Done():
+	case err := <-managerDone:
+		return fmt.Errorf("volume manager stopped: %w", err)
+	}
+	logger.Info("Stopping")
+	if cfg.VolumeManager.TeardownOnExit {
+		timeout := 2 * cfg.VolumeManager.OperationTimeout.Duration
+		teardownCtx, cancel := context.WithTimeout(runCtx, timeout)
+		err := m.TearDownAll(teardownCtx)
+		cancel()
+		if err != nil {
+			stop()
+			<-managerDone
+			return someFailed(err)
+		}
+		logger.Info("Tore every volume down")
+	}
+	stop()
+	if err := <-managerDone; err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+// eventPrinter prints the volume manager's events to the standard output,
+// one line each, in order, without ever blocking the manager.
+type eventPrinter struct {
+	w     io.Writer
+	lines chan string
+}
+
+func newEventPrinter(w io.Writer) *eventPrinter {
+	return &eventPrinter{w: w, lines: make(chan string, eventLineBuffer)}
+}
+
+// add queues the line of ev; it never blocks.
+func (p *eventPrinter) add(ev volumemanager.Event) {
+	select {
+	case p.lines <- eventLine(ev):
+	default:
+	}
+}
+
+func (p *eventPrinter) run(ctx context.Context) {
+	for {
+		select {
+		case line := <-p.lines:
+			fmt.Fprintln(p.w, line)
+		case <-ctx.Done():
+			for {
+				select {
+				case line := <-p.lines:
+					fmt.Fprintln(p.w, line)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// eventLine renders an event as one line.
+func eventLine(ev volumemanager.Event) string {
+	line := fmt.Sprintf("%s %s %s", ev.Time.Local().Format(time.TimeOnly), ev.Type, ev.Reason)
+	if ev.Pod != "" {
+		line += " pod=" + ev.Pod
+	} else if ev.PodUID != "" {
+		line += " uid=" + string(ev.PodUID)
+	}
+	if ev.Volume != "" {
+		line += " volume=" + ev.Volume
+	}
+	if ev.Source != "" {
+		line += " source=" + ev.Source
+	}
+	return line + ": " + ev.Message
+}
