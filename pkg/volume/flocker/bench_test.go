@@ -1,9 +1,12 @@
 package flocker
 
 import (
+	"io"
 	"net/http"
 	"testing"
 	"time"
+
+	"k8s.io/klog/v2"
 
 	emulator "github.com/volume-agent/volume-agent/test/flocker"
 )
@@ -13,6 +16,11 @@ import (
 // here with the emulator's move delay at 1s. It reports the API calls per
 // SetUp and, for the move, the time above the move delay (overhead-ms/op).
 func BenchmarkSetUp(b *testing.B) {
+	// Keep the per-move log lines out of the benchmark's output.
+	klog.LogToStderr(false)
+	klog.SetOutput(io.Discard)
+	b.Cleanup(func() { klog.LogToStderr(true) })
+
 	b.Run("dataset-here", func(b *testing.B) {
 		env := newIntegrationEnv(b, emulator.Config{}, Config{})
 		env.addDataset(b, emulator.DatasetSpec{Name: "db"})

@@ -579,3 +579,24 @@ func TestInitRejectsBadConfig(t *testing.T) {
 		t.Errorf("zero config became %+v, want the defaults", got)
 	}
 }
+
+func TestSetUpPersistentVolume(t *testing.T) {
+	env := newUnitEnv(t, unitOptions{})
+	d := env.dataset(t, fakeDataset{id: datasetID, name: "db", stateNode: localNode})
+	pv := &v1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "pv-db"}, Spec: v1.PersistentVolumeSpec{
+		AccessModes:            []v1.PersistentVolumeAccessMode{v1.ReadWriteOnce},
+		PersistentVolumeSource: v1.PersistentVolumeSource{Flocker: &v1.FlockerVolumeSource{DatasetUUID: datasetID}}}}
+	b := env.builder(t, volume.NewSpecFromPersistentVolume(pv, true), volume.VolumeOptions{})
+	if !strings.HasSuffix(b.GetPath(), "/volumes/kubernetes.io~flocker/pv-db") {
+		t.Errorf("volume path %s, want it named after the PersistentVolume", b.GetPath())
+	}
+	if err := b.SetUp(nil); err != nil {
+		t.Fatal(err)
+	}
+	if mp, ok := env.mountedAt(b.GetPath()); !ok || mp.Device != d.path || !slices.Equal(mp.Opts, []string{"bind", "ro"}) {
+		t.Errorf("mount %+v, want a read-only bind mount of %s", mp, d.path)
+	}
+	if !util.IsReady(filepath.Join(env.plugin.host.GetPodPluginDir(env.pod.UID, PluginName), "pv-db")) {
+		t.Error("not marked ready")
+	}
+}
