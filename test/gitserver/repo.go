@@ -288,7 +288,7 @@ func (r *Repo) Generate(opts GenerateOptions) (string, error) {
 	if werr != nil {
 		return "", werr
 	}
-	if _, err := r.Git("repack", "-a", "-d", "-q"); err != nil {
+	if _, err := r.Git("repack", "-a", "-d", "-f", "-q"); err != nil {
 		return "", err
 	}
 	return r.RevParse("refs/heads/" + opts.Branch)
@@ -302,6 +302,7 @@ func generatedPath(i int) string {
 // that the content compresses about as well as real source code does.
 type textGenerator struct {
 	rng   *rand.Rand
+	zipf  *rand.Zipf
 	words []string
 }
 
@@ -316,7 +317,8 @@ func newTextGenerator(seed uint64) *textGenerator {
 		}
 		words[i] = string(b)
 	}
-	return &textGenerator{rng: rng, words: words}
+	// Word frequencies follow Zipf's law, as in source code and prose.
+	return &textGenerator{rng: rng, zipf: rand.NewZipf(rng, 1.2, 1, uint64(len(words)-1)), words: words}
 }
 
 // line returns one line of about 60 characters, ending in a newline.
@@ -324,7 +326,7 @@ func (g *textGenerator) line() string {
 	var b strings.Builder
 	b.WriteByte('\t')
 	for b.Len() < 60 {
-		b.WriteString(g.words[g.rng.IntN(len(g.words))])
+		b.WriteString(g.words[g.zipf.Uint64()])
 		b.WriteByte(" (.,=)"[g.rng.IntN(6)])
 	}
 	b.WriteByte('\n')
