@@ -4,6 +4,7 @@ import (
 	"github.com/volume-agent/volume-agent/pkg/apis/config"
 	"github.com/volume-agent/volume-agent/pkg/volume"
 	"github.com/volume-agent/volume-agent/pkg/volume/emptydir"
+	"github.com/volume-agent/volume-agent/pkg/volume/flocker"
 )
 
 // PluginProber returns volume plugins configured from the agent's
@@ -16,5 +17,13 @@ type PluginProber func(cfg *config.AgentConfiguration) []volume.VolumePlugin
 func BuiltinPlugins(cfg *config.AgentConfiguration) []volume.VolumePlugin {
 	var plugins []volume.VolumePlugin
 	plugins = append(plugins, emptydir.ProbeVolumePlugins()...)
+	plugins = append(plugins, flocker.ProbeVolumePlugins(flocker.Config{
+		ControlServiceHost: cfg.Flocker.ControlServiceHost,
+		Port:               int(cfg.Flocker.Port),
+		CAFile:             cfg.Flocker.CAFile,
+		ClientCertFile:     cfg.Flocker.ClientCertFile,
+		ClientKeyFile:      cfg.Flocker.ClientKeyFile,
+		MoveTimeout:        cfg.Flocker.MoveTimeout.Duration,
+	})...)
 	return plugins
 }
