@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -38,6 +39,13 @@ const (
 	lastUsedFileName = "last-used"
 	// urlFileName names the repository, credentials redacted, for people.
 	urlFileName = "url"
+	// checkoutsDirName holds finished clones, one per revision asked for,
+	// that volumes are copied from: <key> (the clone), <key>.state (the
+	// mirror state it was made from; its mtime is its last use) and
+	// <key>.lock (flock'ed: shared while copied from, exclusive while made).
+	checkoutsDirName = "checkouts"
+	// maxCheckouts bounds the finished clones kept per repository.
+	maxCheckouts = 4
 	// Prefixes of a mirror being made and of one being removed.
 	newMirrorPrefix  = "mirror.new-"
 	oldMirrorPrefix  = "mirror.old-"
@@ -149,7 +157,7 @@ func (c *mirrorCache) populate(ctx context.Context, repo, rev, target string) er
 			if _, err := c.git.runOnMirror(ctx, mirror, "", "cat-file", "-e", rev+"^{commit}"); err != nil {
 				return errNotMirrored
 			}
-			return c.copyMirror(ctx, e, repo, rev, target)
+			return c.produce(ctx, e, repo, rev, target)
 		})
 		if !errors.Is(err, errNotMirrored) && !errors.Is(err, errMirrorMissing) {
 			return err
@@ -160,7 +168,7 @@ func (c *mirrorCache) populate(ctx context.Context, repo, rev, target string) er
 		if err := c.refresh(ctx, e, repo); err != nil {
 			return err
 		}
-		err := c.withMirror(ctx, e, func(string) error { return c.copyMirror(ctx, e, repo, rev, target) })
+		err := c.withMirror(ctx, e, func(string) error { return c.produce(ctx, e, repo, rev, target) })
 		if !errors.Is(err, errMirrorMissing) {
 			return err
 		}
@@ -185,6 +193,132 @@ func (c *mirrorCache) withMirror(ctx context.Context, e cacheEntry, fn func(mirr
 		klog.FromContext(ctx).V(4).Info("Failed to record the use of a mirror", "path", e.dir, "err", err)
 	}
 	return fn(e.mirror())
+}
+
+// produce makes target a clone of repo at rev: a copy of e's finished clone
+// of rev, which is first made from the mirror if there is none or the
+// mirror's refs changed since it was made. The caller holds e's shared
+// lock.
+func (c *mirrorCache) produce(ctx context.Context, e cacheEntry, repo, rev, target string) error {
+	state, err := c.mirrorState(ctx, e)
+	if err != nil {
+		return err
+	}
+	checkouts := e.path(checkoutsDirName)
+	if err := os.MkdirAll(checkouts, 0o700); err != nil {
+		return fmt.Errorf("failed to create the checkouts dir: %w", err)
+	}
+	sum := sha256.Sum256([]byte(rev))
+	dir := filepath.Join(checkouts, hex.EncodeToString(sum[:8]))
+	statePath := dir + ".state"
+	current := func() bool {
+		data, err := os.ReadFile(statePath)
+		return err == nil && string(data) == state && exists(dir)
+	}
+
+	unlock, err := lockFile(ctx, dir+".lock", unix.LOCK_SH)
+	if err != nil {
+		return err
+	}
+	if !current() {
+		unlock()
+		if unlock, err = lockFile(ctx, dir+".lock", unix.LOCK_EX); err != nil {
+			return err
+		}
+		if !current() {
+			if err := c.makeCheckout(ctx, e, repo, rev, dir, state); err != nil {
+				unlock()
+				return err
+			}
+			defer c.pruneCheckouts(ctx, e)
+		}
+	}
+	defer unlock()
+	if err := touch(statePath, c.clock.Now()); err != nil {
+		klog.FromContext(ctx).V(4).Info("Failed to record the use of a checkout", "path", dir, "err", err)
+	}
+	if err := copyTree(ctx, dir, target); err != nil {
+		return volume.NewTransientError(fmt.Errorf("failed to copy the checkout of %s: %w", redactURL(repo), err))
+	}
+	if err := refreshIndexStat(target); err != nil {
+		klog.FromContext(ctx).V(4).Info("Left a copied index's stat data as it was", "path", target, "err", err)
+	}
+	return nil
+}
+
+// mirrorState names the state of e's mirror that a volume made from it
+// shows: the mirror's identity (a rebuilt mirror is another) and its refs.
+func (c *mirrorCache) mirrorState(ctx context.Context, e cacheEntry) (string, error) {
+	info, err := os.Stat(e.mirror())
+	if err != nil {
+		return "", errMirrorMissing
+	}
+	out, err := c.git.runOnMirror(ctx, e.mirror(), "", "for-each-ref", "--format=%(objectname) %(refname)")
+	if err != nil {
+		return "", commandError(ctx, "list the refs of a mirror", "", out, err)
+	}
+	sum := sha256.New()
+	fmt.Fprintf(sum, "%d\n", info.Sys().(*syscall.Stat_t).Ino)
+	sum.Write(out)
+	return hex.EncodeToString(sum.Sum(nil)), nil
+}
+
+// makeCheckout makes dir a clone of repo at rev from e's mirror, made under a
+// temporary name and renamed, and records state. The caller holds dir's
+// exclusive lock.
+func (c *mirrorCache) makeCheckout(ctx context.Context, e cacheEntry, repo, rev, dir, state string) error {
+	_ = os.Remove(dir + ".state")
+	leftovers, _ := filepath.Glob(dir + ".new-*")
+	if exists(dir) {
+		leftovers = append(leftovers, dir)
+	}
+	for _, old := range leftovers {
+		if err := os.RemoveAll(old); err != nil {
+			return fmt.Errorf("failed to remove an old checkout: %w", err)
+		}
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(dir), filepath.Base(dir)+".new-")
+	if err != nil {
+		return fmt.Errorf("failed to create a checkout dir: %w", err)
+	}
+	if err := c.copyMirror(ctx, e, repo, rev, tmp); err != nil {
+		os.RemoveAll(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		os.RemoveAll(tmp)
+		return fmt.Errorf("failed to put a checkout in place: %w", err)
+	}
+	return os.WriteFile(dir+".state", []byte(state), 0o600)
+}
+
+// pruneCheckouts removes the least recently used finished clones of e
+// beyond maxCheckouts, skipping those in use.
+func (c *mirrorCache) pruneCheckouts(ctx context.Context, e cacheEntry) {
+	states, _ := filepath.Glob(filepath.Join(e.path(checkoutsDirName), "*.state"))
+	if len(states) <= maxCheckouts {
+		return
+	}
+	lastUse := func(path string) time.Time {
+		info, err := os.Stat(path)
+		if err != nil {
+			return time.Time{}
+		}
+		return info.ModTime()
+	}
+	sort.Slice(states, func(i, j int) bool { return lastUse(states[i]).Before(lastUse(states[j])) })
+	for _, state := range states[:len(states)-maxCheckouts] {
+		dir := strings.TrimSuffix(state, ".state")
+		unlock, ok := tryLockFile(dir + ".lock")
+		if !ok {
+			continue
+		}
+		_ = os.Remove(state)
+		if err := os.RemoveAll(dir); err != nil {
+			klog.FromContext(ctx).Error(err, "Failed to remove a checkout", "path", dir)
+		}
+		unlock()
+	}
 }
 
 // copyMirror clones the mirror into target with copied (not linked)
@@ -359,9 +493,9 @@ func (c *mirrorCache) repair(ctx context.Context, e cacheEntry) {
 	_ = os.Remove(e.path(fetchingFileName))
 }
 
-// discardLocked removes e's mirror: renamed first, so that a crash never
-// leaves a half-removed mirror under its real name. The caller holds the
-// exclusive lock.
+// discardLocked removes e's mirror and the checkouts made from it: renamed
+// first, so that a crash never leaves a half-removed mirror under its real
+// name. The caller holds the exclusive lock.
 func (c *mirrorCache) discardLocked(ctx context.Context, e cacheEntry) {
 	if !exists(e.mirror()) {
 		return
@@ -369,6 +503,9 @@ func (c *mirrorCache) discardLocked(ctx context.Context, e cacheEntry) {
 	old, err := os.MkdirTemp(e.dir, oldMirrorPrefix)
 	if err == nil {
 		err = os.Rename(e.mirror(), filepath.Join(old, mirrorDirName))
+	}
+	if err == nil && exists(e.path(checkoutsDirName)) {
+		err = os.Rename(e.path(checkoutsDirName), filepath.Join(old, checkoutsDirName))
 	}
 	if err == nil {
 		err = os.RemoveAll(old)

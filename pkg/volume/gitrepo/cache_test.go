@@ -177,8 +177,9 @@ func snapshot(t *testing.T, dir string) map[string]fileState {
 }
 
 // TestWritingToAVolumeTouchesNothingElse writes everywhere in one volume,
-// objects and refs included, and checks that the mirror and another volume
-// of the same repository are unchanged, and share no inode with it.
+// objects and refs included, and checks that the cache (mirror and finished
+// checkouts) and another volume of the same repository are unchanged, and
+// share no inode with it.
 func TestWritingToAVolumeTouchesNothingElse(t *testing.T) {
 	env := newRealEnv(t, realConfig(true))
 	newSampleRepo(t, env.srv, "sample.git")
@@ -186,10 +187,11 @@ func TestWritingToAVolumeTouchesNothingElse(t *testing.T) {
 	writer := env.mustSetUp(t, "writer", v1.GitRepoVolumeSource{Repository: url, Directory: "."})
 	other := env.mustSetUp(t, "other", v1.GitRepoVolumeSource{Repository: url, Directory: "."})
 	mirror := env.mirrors()[0]
-	mirrorBefore, otherBefore := snapshot(t, mirror), snapshot(t, other)
+	cache := env.cacheDir()
+	cacheBefore, otherBefore := snapshot(t, cache), snapshot(t, other)
 
 	inodes := map[uint64]string{}
-	for _, dir := range []string{mirror, other} {
+	for _, dir := range []string{cache, other} {
 		for rel, st := range snapshot(t, dir) {
 			if st.mode.IsRegular() {
 				inodes[st.inode] = filepath.Join(dir, rel)
@@ -226,7 +228,7 @@ func TestWritingToAVolumeTouchesNothingElse(t *testing.T) {
 	for name, check := range map[string]struct {
 		dir    string
 		before map[string]fileState
-	}{"mirror": {mirror, mirrorBefore}, "other volume": {other, otherBefore}} {
+	}{"cache": {cache, cacheBefore}, "other volume": {other, otherBefore}} {
 		after := snapshot(t, check.dir)
 		if len(after) != len(check.before) {
 			t.Errorf("%s has %d files after the writes, %d before", name, len(after), len(check.before))

@@ -58,6 +58,12 @@ func TestRealClones(t *testing.T) {
 						t.Fatalf("%s: SetUp error = %v", tc.name, err)
 					}
 					work := filepath.Join(path, tc.subdir)
+					// The index's stat data matches the files, as after a
+					// checkout: diff-files (which does not refresh) sees
+					// nothing. Checked first, as status refreshes the index.
+					if out := userGit(t, work, "diff-files", "--name-only"); out != "" {
+						t.Errorf("%s: index stat data does not match the files: %s", tc.name, out)
+					}
 					for _, f := range tc.files {
 						if _, err := os.Stat(filepath.Join(work, f)); err != nil {
 							t.Errorf("%s: %s missing: %v", tc.name, f, err)
