@@ -297,15 +297,15 @@ func TestExecutorRecoversFromPanics(t *testing.T) {
 
 func TestLockRoot(t *testing.T) {
 	root := t.TempDir() + "/root"
-	unlock, err := LockRoot(root)
+	unlock, err := LockRoot(root, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := LockRoot(root); !errors.Is(err, ErrRootLocked) {
+	if _, err := LockRoot(root, 50*time.Millisecond); !errors.Is(err, ErrRootLocked) {
 		t.Errorf("second LockRoot() = %v, want ErrRootLocked", err)
 	}
 	unlock()
-	unlock2, err := LockRoot(root)
+	unlock2, err := LockRoot(root, 0)
 	if err != nil {
 		t.Errorf("LockRoot() after unlock = %v", err)
 	} else {

@@ -143,7 +143,7 @@ func (e *env) start(args ...string) *agent {
 		}
 		return a.client.Healthz(ctx) == nil, nil
 	}); err != nil {
-		e.t.Fatalf("agent did not come up: %v\nstderr:\n%s", err, a.output())
+		e.t.Fatalf("agent did not come up: %v\nstderr:\n%s\nholders: %s", err, a.output(), lockHolders(filepath.Join(e.root, volumemanager.LockFileName)))
 	}
 	return a
 }
@@ -289,4 +289,25 @@ spec:
       medium: Memory
       sizeLimit: 4Mi
 `, name, uid)
+}
+
+// waitForErr polls cond until it holds or timeout passes.
+func waitForErr(timeout time.Duration, cond func(ctx context.Context) (bool, error)) error {
+	return wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, timeout, true, cond)
+}
+
+func lockHolders(path string) string {
+	var out []string
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		fds, _ := os.ReadDir(filepath.Join("/proc", p.Name(), "fd"))
+		for _, fd := range fds {
+			if target, _ := os.Readlink(filepath.Join("/proc", p.Name(), "fd", fd.Name())); target == path {
+				cmdline, _ := os.ReadFile(filepath.Join("/proc", p.Name(), "cmdline"))
+				status, _ := os.ReadFile(filepath.Join("/proc", p.Name(), "status"))
+				out = append(out, p.Name()+" "+strings.ReplaceAll(string(cmdline), "\x00", " ")+" "+strings.Join(strings.Split(string(status), "\n")[:8], "|"))
+			}
+		}
+	}
+	return strings.Join(out, "\n")
 }

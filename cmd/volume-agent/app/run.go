@@ -59,7 +59,7 @@ func (a *App) runAgent(ctx context.Context) error {
 	if err != nil {
 		return invalidInput(err)
 	}
-	unlock, err := volumemanager.LockRoot(a.Layout.Root)
+	unlock, err := volumemanager.LockRoot(a.Layout.Root, rootLockWait)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/types"
@@ -65,6 +66,10 @@ still set up); 2 the input is invalid, and nothing on disk was touched.`,
 	addOneShotFlags(cmd, &output, &attempts)
 	return cmd
 }
+
+// rootLockWait is how long a command waits for the root dir's lock, which an
+// agent that just died may hold for a few more milliseconds.
+const rootLockWait = 2 * time.Second
 
 // addOneShotFlags registers the flags setup and teardown share.
 func addOneShotFlags(cmd *cobra.Command, output *string, attempts *int) {
@@ -129,7 +134,7 @@ func (a *App) newVolumeManager(ctx context.Context, scope func(types.UID) bool, 
 // runOnce runs the volume manager once over the pods uids (declared by
 // bundle, which may be nil), printing each volume as it settles.
 func (a *App) runOnce(ctx context.Context, uids sets.Set[types.UID], bundle *manifest.Bundle, opts volumemanager.OneShotOptions, output string) error {
-	unlock, err := volumemanager.LockRoot(a.Layout.Root)
+	unlock, err := volumemanager.LockRoot(a.Layout.Root, rootLockWait)
 	if err != nil {
 		return err
 	}

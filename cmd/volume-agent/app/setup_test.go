@@ -212,7 +212,7 @@ func TestSetupReadsStdin(t *testing.T) {
 func TestSetupFailsWhileAnotherAgentHoldsTheRoot(t *testing.T) {
 	dir := t.TempDir()
 	root := filepath.Join(dir, "root")
-	unlock, err := volumemanager.LockRoot(root)
+	unlock, err := volumemanager.LockRoot(root, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
