@@ -41,8 +41,9 @@ const (
 	urlFileName = "url"
 	// checkoutsDirName holds finished clones, one per revision asked for,
 	// that volumes are copied from: <key> (the clone), <key>.state (the
-	// mirror state it was made from; its mtime is its last use) and
-	// <key>.lock (flock'ed: shared while copied from, exclusive while made).
+	// mirror state it was made from; its mtime is its last use), <key>.seen
+	// (the mirror state at the revision's first use) and <key>.lock
+	// (flock'ed: shared while copied from, exclusive while made).
 	checkoutsDirName = "checkouts"
 	// maxCheckouts bounds the finished clones kept per repository.
 	maxCheckouts = 4
@@ -197,8 +198,9 @@ func (c *mirrorCache) withMirror(ctx context.Context, e cacheEntry, fn func(mirr
 
 // produce makes target a clone of repo at rev: a copy of e's finished clone
 // of rev, which is first made from the mirror if there is none or the
-// mirror's refs changed since it was made. The caller holds e's shared
-// lock.
+// mirror's refs changed since it was made; but the first volume of a
+// revision at a mirror state is cloned from the mirror directly. The caller
+// holds e's shared lock.
 func (c *mirrorCache) produce(ctx context.Context, e cacheEntry, repo, rev, target string) error {
 	state, err := c.mirrorState(ctx, e)
 	if err != nil {
@@ -226,6 +228,18 @@ func (c *mirrorCache) produce(ctx context.Context, e cacheEntry, repo, rev, targ
 			return err
 		}
 		if !current() {
+			// The first volume of a revision at a mirror state is cloned
+			// from the mirror straight away; a second one makes the
+			// checkout that it and later ones are copied from. One volume
+			// so writes no more than it must.
+			seen, _ := os.ReadFile(dir + ".seen")
+			if string(seen) != state {
+				if err := os.WriteFile(dir+".seen", []byte(state), 0o600); err != nil {
+					klog.FromContext(ctx).V(4).Info("Failed to record a revision's first use", "path", dir, "err", err)
+				}
+				unlock()
+				return c.copyMirror(ctx, e, repo, rev, target)
+			}
 			if err := c.makeCheckout(ctx, e, repo, rev, dir, state); err != nil {
 				unlock()
 				return err

@@ -2,6 +2,7 @@ package gitrepo
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -35,15 +36,7 @@ func TestRealClones(t *testing.T) {
 				userGit(t, "/", "clone", "--quiet", url, plainClone)
 				wantRefs := userGit(t, plainClone, "for-each-ref", "--format=%(refname) %(objectname)", "refs/remotes", "refs/tags")
 
-				cases := []struct {
-					name, revision, directory string
-					// subdir is where the clone lands in the volume.
-					subdir string
-					head   string
-					// branch is HEAD's branch; empty for a detached HEAD.
-					branch string
-					files  []string
-				}{
+				cases := []cloneCase{
 					{name: "default branch", subdir: "sample", head: s.second, branch: "main", files: []string{"README.md", "a.txt", "b.txt"}},
 					{name: "branch", revision: "dev", directory: "src", subdir: "src", head: s.devCommit, branch: "dev", files: []string{"a.txt", "dev.txt"}},
 					{name: "annotated tag", revision: "v1", directory: "src", subdir: "src", head: s.first, files: []string{"a.txt"}},
@@ -52,53 +45,74 @@ func TestRealClones(t *testing.T) {
 					{name: "abbreviated commit id", revision: s.devCommit[:8], directory: "./.", subdir: ".", head: s.devCommit, files: []string{"dev.txt"}},
 				}
 				for i, tc := range cases {
-					uid := string(rune('a' + i))
-					path, err := env.setUp(uid, v1.GitRepoVolumeSource{Repository: url, Revision: tc.revision, Directory: tc.directory}, nil)
-					if err != nil {
-						t.Fatalf("%s: SetUp error = %v", tc.name, err)
-					}
-					work := filepath.Join(path, tc.subdir)
-					// The index's stat data matches the files, as after a
-					// checkout: diff-files (which does not refresh) sees
-					// nothing. Checked first, as status refreshes the index.
-					if out := userGit(t, work, "diff-files", "--name-only"); out != "" {
-						t.Errorf("%s: index stat data does not match the files: %s", tc.name, out)
-					}
-					for _, f := range tc.files {
-						if _, err := os.Stat(filepath.Join(work, f)); err != nil {
-							t.Errorf("%s: %s missing: %v", tc.name, f, err)
-						}
-					}
-					if got := userGit(t, work, "rev-parse", "HEAD"); got != tc.head {
-						t.Errorf("%s: HEAD = %s, want %s", tc.name, got, tc.head)
-					}
-					branch, _ := runUserGit(work, "symbolic-ref", "--quiet", "--short", "HEAD")
-					if strings.TrimSpace(branch) != tc.branch {
-						t.Errorf("%s: HEAD's branch = %q, want %q", tc.name, strings.TrimSpace(branch), tc.branch)
-					}
-					if got := userGit(t, work, "remote", "get-url", "origin"); got != url {
-						t.Errorf("%s: origin = %q, want %q", tc.name, got, url)
-					}
-					if got := userGit(t, work, "status", "--porcelain"); got != "" {
-						t.Errorf("%s: status not clean:\n%s", tc.name, got)
-					}
-					if got := userGit(t, work, "log", "--format=%H", "--all"); len(strings.Fields(got)) != 3 {
-						t.Errorf("%s: log --all shows %d commits, want the full history of 3", tc.name, len(strings.Fields(got)))
-					}
-					if got := userGit(t, work, "for-each-ref", "--format=%(refname) %(objectname)", "refs/remotes", "refs/tags"); got != wantRefs {
-						t.Errorf("%s: refs differ from a plain clone's:\n%s\nwant:\n%s", tc.name, got, wantRefs)
-					}
-					assertSelfContained(t, env, work)
-					info, err := os.Stat(path)
-					if err != nil || info.Mode().Perm() != 0o777 {
-						t.Errorf("%s: volume root mode = %v, %v; want 0777", tc.name, info.Mode(), err)
-					}
-					if _, err := os.Lstat(stagingDir(path)); !errors.Is(err, fs.ErrNotExist) {
-						t.Errorf("%s: staging dir left after SetUp: %v", tc.name, err)
+					// The second volume of a revision is made another way by
+					// the cache (copied from a finished checkout): check both.
+					for n := range 2 {
+						uid := fmt.Sprintf("%c%d", 'a'+i, n)
+						checkVolume(t, env, url, uid, tc, wantRefs)
 					}
 				}
 			})
 		}
+	}
+}
+
+// cloneCase is a volume of TestRealClones and what it must hold.
+type cloneCase struct {
+	name, revision, directory string
+	// subdir is where the clone lands in the volume.
+	subdir string
+	head   string
+	// branch is HEAD's branch; empty for a detached HEAD.
+	branch string
+	files  []string
+}
+
+// checkVolume sets volume uid up and checks it as a user would.
+func checkVolume(t *testing.T, env *realEnv, url, uid string, tc cloneCase, wantRefs string) {
+	t.Helper()
+	path, err := env.setUp(uid, v1.GitRepoVolumeSource{Repository: url, Revision: tc.revision, Directory: tc.directory}, nil)
+	if err != nil {
+		t.Fatalf("%s: SetUp error = %v", tc.name, err)
+	}
+	work := filepath.Join(path, tc.subdir)
+	// The index's stat data matches the files, as after a
+	// checkout: diff-files (which does not refresh) sees
+	// nothing. Checked first, as status refreshes the index.
+	if out := userGit(t, work, "diff-files", "--name-only"); out != "" {
+		t.Errorf("%s: index stat data does not match the files: %s", tc.name, out)
+	}
+	for _, f := range tc.files {
+		if _, err := os.Stat(filepath.Join(work, f)); err != nil {
+			t.Errorf("%s: %s missing: %v", tc.name, f, err)
+		}
+	}
+	if got := userGit(t, work, "rev-parse", "HEAD"); got != tc.head {
+		t.Errorf("%s: HEAD = %s, want %s", tc.name, got, tc.head)
+	}
+	branch, _ := runUserGit(work, "symbolic-ref", "--quiet", "--short", "HEAD")
+	if strings.TrimSpace(branch) != tc.branch {
+		t.Errorf("%s: HEAD's branch = %q, want %q", tc.name, strings.TrimSpace(branch), tc.branch)
+	}
+	if got := userGit(t, work, "remote", "get-url", "origin"); got != url {
+		t.Errorf("%s: origin = %q, want %q", tc.name, got, url)
+	}
+	if got := userGit(t, work, "status", "--porcelain"); got != "" {
+		t.Errorf("%s: status not clean:\n%s", tc.name, got)
+	}
+	if got := userGit(t, work, "log", "--format=%H", "--all"); len(strings.Fields(got)) != 3 {
+		t.Errorf("%s: log --all shows %d commits, want the full history of 3", tc.name, len(strings.Fields(got)))
+	}
+	if got := userGit(t, work, "for-each-ref", "--format=%(refname) %(objectname)", "refs/remotes", "refs/tags"); got != wantRefs {
+		t.Errorf("%s: refs differ from a plain clone's:\n%s\nwant:\n%s", tc.name, got, wantRefs)
+	}
+	assertSelfContained(t, env, work)
+	info, err := os.Stat(path)
+	if err != nil || info.Mode().Perm() != 0o777 {
+		t.Errorf("%s: volume root mode = %v, %v; want 0777", tc.name, info.Mode(), err)
+	}
+	if _, err := os.Lstat(stagingDir(path)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("%s: staging dir left after SetUp: %v", tc.name, err)
 	}
 }
 
