@@ -426,7 +426,7 @@ func (c *mirrorCache) fetch(ctx context.Context, e cacheEntry, repo string) erro
 	}
 	start := c.clock.Now()
 	watched, stop := watchSize(ctx, c.clock, e.mirror(), c.sizeLimit)
-	out, err := c.git.runNetwork(watched, e.mirror(), "fetch", "--quiet", "--prune", "--no-write-fetch-head",
+	out, err := c.git.runNetwork(watched, e.mirror(), "fetch", "--quiet", "--prune",
 		"--", repo, "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
 	if sizeErr := stop(); sizeErr != nil && err == nil {
 		return volume.NewFinalError(fmt.Errorf("failed to fetch %s into the cache: %w (gitRepo.maxSizeBytes)", redactURL(repo), sizeErr))

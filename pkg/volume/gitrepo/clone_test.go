@@ -158,3 +158,29 @@ func TestRealTearDown(t *testing.T) {
 	}
 	env.tearDown(t, "pod")
 }
+
+// TestSetUpAfterCrashBeforeReady sets a volume up again after a set-up that
+// renamed its clone into place but died before writing the ready marker:
+// what is there is replaced by a fresh clone.
+func TestSetUpAfterCrashBeforeReady(t *testing.T) {
+	env := newRealEnv(t, realConfig(false))
+	s := newSampleRepo(t, env.srv, "sample.git")
+	src := v1.GitRepoVolumeSource{Repository: env.srv.GitURL("sample.git"), Revision: "dev", Directory: "."}
+	path := env.mustSetUp(t, "pod", src)
+	if err := os.Remove(filepath.Join(env.metaDir("pod"), "ready")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(path, "left-over"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	path = env.mustSetUp(t, "pod", src)
+	if _, err := os.Lstat(filepath.Join(path, "left-over")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a file of the unfinished volume survived: %v", err)
+	}
+	if got := userGit(t, path, "rev-parse", "HEAD"); got != s.devCommit {
+		t.Errorf("HEAD = %s, want %s", got, s.devCommit)
+	}
+	if out := userGit(t, path, "status", "--porcelain"); out != "" {
+		t.Errorf("status not clean: %s", out)
+	}
+}

@@ -112,6 +112,9 @@ func (p *plugin) CanSupport(spec *volume.Spec) bool {
 // leading '-'), the revision (a ref name or a hex commit id) and the
 // directory (".", or one component that is neither ".." nor ".git").
 func (p *plugin) ValidateSpec(spec *volume.Spec, fldPath *field.Path) field.ErrorList {
+	if !p.CanSupport(spec) {
+		return field.ErrorList{field.Required(fldPath, "a gitRepo volume source")}
+	}
 	return validateSource(spec.Volume.GitRepo, p.cfg, fldPath)
 }
 

@@ -581,9 +581,9 @@ func TestRedact(t *testing.T) {
 	}
 }
 
-// TestCleanerWithoutSpec checks that a Cleaner built from a name alone (after
-// a restart) removes a volume whose set-up stopped half-way, staging
-// included.
+// TestCleanerRemovesHalfDoneSetUp checks that a Cleaner built from a name
+// alone (after a restart) removes a volume whose set-up stopped half-way,
+// staging included.
 func TestCleanerRemovesHalfDoneSetUp(t *testing.T) {
 	env := newFakeEnv(t, Config{})
 	path := env.host.GetPodVolumeDir(types.UID("uid"), PluginName, "vol1")
