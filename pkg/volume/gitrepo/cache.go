@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -73,6 +74,10 @@ type mirrorCache struct {
 	fetches map[string]*fetchCall
 	// evicting is held by the one eviction pass that may run at a time.
 	evicting sync.Mutex
+	// grown is set when the cache may have grown (a mirror made or fetched,
+	// a checkout made), so that a volume merely copied from the cache does
+	// not walk it.
+	grown atomic.Bool
 }
 
 // fetchCall is a fetch in progress that other volumes of the same mirror
@@ -295,6 +300,7 @@ func (c *mirrorCache) makeCheckout(ctx context.Context, e cacheEntry, repo, rev,
 	if err != nil {
 		return fmt.Errorf("failed to create a checkout dir: %w", err)
 	}
+	c.grown.Store(true)
 	if err := c.copyMirror(ctx, e, repo, rev, tmp); err != nil {
 		os.RemoveAll(tmp)
 		return err
@@ -424,6 +430,7 @@ func (c *mirrorCache) fetch(ctx context.Context, e cacheEntry, repo string) erro
 	if err := os.WriteFile(e.path(fetchingFileName), nil, 0o600); err != nil {
 		return fmt.Errorf("failed to mark a fetch in progress: %w", err)
 	}
+	c.grown.Store(true)
 	start := c.clock.Now()
 	watched, stop := watchSize(ctx, c.clock, e.mirror(), c.sizeLimit)
 	out, err := c.git.runNetwork(watched, e.mirror(), "fetch", "--quiet", "--prune",
@@ -454,6 +461,7 @@ func (c *mirrorCache) create(ctx context.Context, e cacheEntry, repo string) err
 		return fmt.Errorf("failed to create a mirror dir: %w", err)
 	}
 	defer os.RemoveAll(tmp)
+	c.grown.Store(true)
 	start := c.clock.Now()
 	watched, stop := watchSize(ctx, c.clock, tmp, c.sizeLimit)
 	out, err := c.git.runNetwork(watched, "", "clone", "--quiet", "--bare", "--", repo, tmp)
@@ -548,13 +556,17 @@ func (c *mirrorCache) forget(ctx context.Context, repo string) {
 }
 
 // evict removes the least recently used mirrors that no volume is being
-// made from, until the cache takes at most maxBytes. One pass runs at a
-// time; a pass that finds another running returns at once.
+// made from, until the cache takes at most maxBytes. It does nothing unless
+// the cache may have grown since the last pass. One pass runs at a time; a
+// pass that finds another running returns at once.
 func (c *mirrorCache) evict(ctx context.Context) {
 	if c.maxBytes <= 0 || !c.evicting.TryLock() {
 		return
 	}
 	defer c.evicting.Unlock()
+	if !c.grown.Swap(false) {
+		return
+	}
 	logger := klog.FromContext(ctx)
 	dirs, err := os.ReadDir(c.dir)
 	if err != nil {
@@ -598,6 +610,10 @@ func (c *mirrorCache) evict(ctx context.Context) {
 		left, _ := diskUsage(u.entry.dir)
 		total -= u.size - left
 		logger.V(2).Info("Evicted mirror", "path", u.entry.dir, "bytes", u.size-left, "cacheBytes", total, "maxBytes", c.maxBytes)
+	}
+	if total > c.maxBytes {
+		// Every mirror left is in use: try again after the next volume.
+		c.grown.Store(true)
 	}
 }
 
