@@ -83,10 +83,8 @@ func TestMakeRun(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatal("make run did not stop within a minute of SIGINT")
 	}
-	for _, mp := range mountInfo(t) {
-		if strings.HasPrefix(mp, runDir) {
-			t.Errorf("mount left after make run stopped: %s", mp)
-		}
+	if left := mountsUnder(t, runDir); len(left) > 0 {
+		t.Errorf("mounts left after make run stopped: %v", left)
 	}
 	if out, err := exec.Command("pgrep", "-f", runDir).Output(); err == nil {
 		t.Errorf("processes left after make run stopped: %s", out)

@@ -36,6 +36,19 @@ func setupJSON(t *testing.T, root, manifest string) ([]volumeResult, result) {
 	return results, res
 }
 
+// mountsUnder returns the mount points in /proc/self/mountinfo at or under
+// dir. Other test packages mount concurrently, so only dir's count.
+func mountsUnder(t *testing.T, dir string) []string {
+	t.Helper()
+	var under []string
+	for _, mp := range mountInfo(t) {
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+			under = append(under, mp)
+		}
+	}
+	return under
+}
+
 func mountInfo(t *testing.T) []string {
 	t.Helper()
 	raw, err := os.ReadFile("/proc/self/mountinfo")
@@ -65,8 +78,6 @@ func TestSetUpAndTearDownEmptyDirs(t *testing.T) {
 	volumetesting.RequiresRoot(t)
 	root := cleanRoot(t)
 	manifest := testdata("valid", "pod-emptydir.yaml")
-	before := len(mountInfo(t))
-
 	results, res := setupJSON(t, root, manifest)
 	if res.code != 0 || len(results) != 2 {
 		t.Fatalf("setup exit %d with %d results, want 0 and 2", res.code, len(results))
@@ -108,15 +119,15 @@ func TestSetUpAndTearDownEmptyDirs(t *testing.T) {
 	if _, err := os.Stat(keep); err != nil {
 		t.Errorf("second setup lost a file: %v", err)
 	}
-	if got := len(mountInfo(t)); got != before+1 {
-		t.Errorf("after two setups %d mounts, want %d (one tmpfs)", got, before+1)
+	if got := mountsUnder(t, root); len(got) != 1 {
+		t.Errorf("after two setups mounts under the root: %v, want one tmpfs", got)
 	}
 
 	if res := run(t, "", "teardown", "-f", manifest, "--root-dir", root); res.code != 0 {
 		t.Fatalf("teardown exit %d", res.code)
 	}
-	if got := len(mountInfo(t)); got != before {
-		t.Errorf("after teardown %d mounts, want %d", got, before)
+	if got := mountsUnder(t, root); len(got) != 0 {
+		t.Errorf("mounts left after teardown: %v", got)
 	}
 	if _, err := os.Stat(filepath.Join(root, "pods", results[0].PodUID)); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("pod dir left after teardown: %v", err)
@@ -131,12 +142,14 @@ func TestTearDownByPodUID(t *testing.T) {
 	if res.code != 0 || len(results) == 0 {
 		t.Fatalf("setup exit %d", res.code)
 	}
-	before := len(mountInfo(t))
+	if got := mountsUnder(t, root); len(got) != 1 {
+		t.Fatalf("mounts under the root after setup: %v, want one tmpfs", got)
+	}
 	if res := run(t, "", "teardown", "--pod-uid", results[0].PodUID, "--root-dir", root); res.code != 0 {
 		t.Fatalf("teardown --pod-uid exit %d", res.code)
 	}
-	if got := len(mountInfo(t)); got != before-1 {
-		t.Errorf("after teardown %d mounts, want %d", got, before-1)
+	if got := mountsUnder(t, root); len(got) != 0 {
+		t.Errorf("mounts left after teardown: %v", got)
 	}
 	if _, err := os.Stat(filepath.Join(root, "pods", results[0].PodUID)); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("pod dir left after teardown: %v", err)
