@@ -14,6 +14,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -120,8 +121,11 @@ func (d *Dir) Sync(ctx context.Context) error {
 	seen := make(map[string]bool, len(paths))
 	for _, path := range paths {
 		seen[path] = true
-		if update, changed := d.read(path); changed {
-			updates = append(updates, update)
+	}
+	for _, r := range d.readAll(paths) {
+		if r.changed {
+			d.files[r.path] = r.hash
+			updates = append(updates, r.update)
 		}
 	}
 	for path := range d.files {
@@ -137,27 +141,64 @@ func (d *Dir) Sync(ctx context.Context) error {
 	return nil
 }
 
-// read loads one file, unless its content is what was read last time.
-func (d *Dir) read(path string) (volumemanager.SourceUpdate, bool) {
+// readResult is what reading one file gave.
+type readResult struct {
+	path    string
+	hash    [sha256.Size]byte
+	changed bool
+	update  volumemanager.SourceUpdate
+}
+
+// readAll reads paths on as many goroutines as there are CPUs: decoding is
+// most of the cost of reading thousands of manifests. d.mu must be held; the
+// results are in the order of paths.
+func (d *Dir) readAll(paths []string) []readResult {
+	results := make([]readResult, len(paths))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(paths)) {
+		wg.Go(func() {
+			for i := range next {
+				results[i] = d.read(paths[i])
+			}
+		})
+	}
+	for i := range paths {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return results
+}
+
+// read loads one file, unless its content is what was read last time. It
+// only reads d.files, so that reads may run at once.
+func (d *Dir) read(path string) readResult {
+	r := readResult{path: path}
 	source := d.SourceName(path)
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		// Removed between the listing and the read: the next sync sees it.
-		return volumemanager.SourceUpdate{}, false
+		return r
 	}
 	if err != nil {
-		return volumemanager.SourceUpdate{Source: source, Err: fmt.Errorf("failed to read manifest: %w", err)}, true
+		// A zero hash: the next read decodes the file whatever it holds.
+		r.changed = true
+		r.update = volumemanager.SourceUpdate{Source: source, Err: fmt.Errorf("failed to read manifest: %w", err)}
+		return r
 	}
-	hash := sha256.Sum256(data)
-	if old, ok := d.files[path]; ok && old == hash {
-		return volumemanager.SourceUpdate{}, false
+	r.hash = sha256.Sum256(data)
+	if old, ok := d.files[path]; ok && old == r.hash {
+		return r
 	}
-	d.files[path] = hash
+	r.changed = true
 	bundle, err := manifest.Load(bytes.NewReader(data), path, d.opts.Manifest)
 	if err != nil {
-		return volumemanager.SourceUpdate{Source: source, Err: err}, true
+		r.update = volumemanager.SourceUpdate{Source: source, Err: err}
+		return r
 	}
-	return volumemanager.SourceUpdate{Source: source, Bundle: bundle}, true
+	r.update = volumemanager.SourceUpdate{Source: source, Bundle: bundle}
+	return r
 }
 
 // list returns the manifest files, sorted.

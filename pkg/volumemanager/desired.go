@@ -269,20 +269,24 @@ func (m *Manager) Sources() []SourceStatus {
 func (m *Manager) sourcesLocked() []SourceStatus {
 	out := make([]SourceStatus, 0, len(m.sources))
 	for _, s := range m.sources {
-		st := SourceStatus{Name: s.name, Updated: s.updated}
-		if s.bundle != nil {
-			st.Pods = len(s.bundle.Pods) - len(s.conflicts)
-		}
-		switch {
-		case s.err != nil:
-			st.Error, st.ErrorTime = s.err.Error(), s.errTime
-		case len(s.conflicts) > 0:
-			st.Error = s.conflicts[0]
-		}
-		out = append(out, st)
+		out = append(out, sourceStatus(s))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+func sourceStatus(s *sourceState) SourceStatus {
+	st := SourceStatus{Name: s.name, Updated: s.updated}
+	if s.bundle != nil {
+		st.Pods = len(s.bundle.Pods) - len(s.conflicts)
+	}
+	switch {
+	case s.err != nil:
+		st.Error, st.ErrorTime = s.err.Error(), s.errTime
+	case len(s.conflicts) > 0:
+		st.Error = s.conflicts[0]
+	}
+	return st
 }
 
 // SourceOf returns the source that declares the pod uid, or "".

@@ -148,8 +148,11 @@ type Manager struct {
 	nextWake time.Time
 	// passDone is closed and replaced at the end of every reconciler pass.
 	passDone chan struct{}
-	events   []Event
-	health   map[string]PluginStatus
+	// events is a ring of at most MaxEvents; eventsHead indexes the oldest
+	// once it is full.
+	events     []Event
+	eventsHead int
+	health     map[string]PluginStatus
 	// oneShot is set while RunOnce runs.
 	oneShot *oneShotState
 }
@@ -319,11 +322,13 @@ func (m *Manager) WaitForReady(ctx context.Context) error {
 // recordEventLocked appends an event, logs it, and hands it to OnEvent.
 func (m *Manager) recordEventLocked(ev Event) {
 	ev.Time = m.cfg.Clock.Now().UTC()
-	if len(m.events) >= m.cfg.MaxEvents {
-		copy(m.events, m.events[1:])
-		m.events = m.events[:len(m.events)-1]
+	// A ring: once full, the oldest event is overwritten.
+	if len(m.events) < m.cfg.MaxEvents {
+		m.events = append(m.events, ev)
+	} else {
+		m.events[m.eventsHead] = ev
+		m.eventsHead = (m.eventsHead + 1) % len(m.events)
 	}
-	m.events = append(m.events, ev)
 	kv := []any{"reason", ev.Reason}
 	if ev.PodUID != "" {
 		kv = append(kv, "podUID", ev.PodUID)
@@ -352,7 +357,9 @@ func (m *Manager) recordEventLocked(ev Event) {
 func (m *Manager) Events() []Event {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return append([]Event(nil), m.events...)
+	out := make([]Event, 0, len(m.events))
+	out = append(out, m.events[m.eventsHead:]...)
+	return append(out, m.events[:m.eventsHead]...)
 }
 
 // podName returns "namespace/name" of uid, or "" when unknown.

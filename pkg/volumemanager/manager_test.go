@@ -518,15 +518,18 @@ func TestManagerResolvesClaims(t *testing.T) {
 	if pod, _ := e.m.Pod("uid-1"); pod.State != PodPending {
 		t.Errorf("pod with a pending claim: %s", pod.State)
 	}
+	if s := e.m.Summary(); s.Pods != 1 || s.Volumes[StateReady] != 1 || s.Volumes[StatePending] != 1 || len(s.Volumes) != 2 {
+		t.Errorf("Summary() = %+v, want 1 pod, 1 ready and 1 pending volume", s)
+	}
 }
 
 func TestManagerBoundsEvents(t *testing.T) {
 	e := newTestEnv(t, func(c *Config) { c.MaxEvents = 3 })
-	for i := range 5 {
+	for i := range 8 {
 		e.m.UpdateSources(SourceUpdate{Source: "s", Err: errors.New(string(rune('a' + i)))})
 	}
 	events := e.m.Events()
-	if len(events) != 3 || events[0].Message != "c" || events[2].Message != "e" {
+	if len(events) != 3 || events[0].Message != "f" || events[1].Message != "g" || events[2].Message != "h" {
 		t.Errorf("events = %+v, want the last three", events)
 	}
 }

@@ -7,7 +7,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 
 	"k8s.io/apimachinery/pkg/types"
@@ -47,24 +49,16 @@ func (m *Manager) Reconstruct(ctx context.Context) error {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("failed to read pods dir: %w", err)
 	}
-	var found []foundVolume
-	var empty []types.UID
+	var uids []types.UID
 	for _, entry := range entries {
-		if !entry.IsDir() {
-			continue
-		}
 		uid := types.UID(entry.Name())
-		if m.cfg.PodScope != nil && !m.cfg.PodScope(uid) {
-			continue
+		if entry.IsDir() && (m.cfg.PodScope == nil || m.cfg.PodScope(uid)) {
+			uids = append(uids, uid)
 		}
-		vols, err := m.scanPod(uid)
-		if err != nil {
-			return err
-		}
-		if len(vols) == 0 {
-			empty = append(empty, uid)
-		}
-		found = append(found, vols...)
+	}
+	found, empty, err := m.scanPods(uids)
+	if err != nil {
+		return err
 	}
 	var mounted map[string]bool
 	if len(found) > 0 {
@@ -101,6 +95,42 @@ func (m *Manager) addFoundLocked(f foundVolume, mounted bool) {
 	if _, err := m.cfg.Plugins.FindPluginByName(f.key.Plugin); err != nil {
 		m.setStateLocked(rec, StateFailed, ReasonNoPluginMatched, fmt.Sprintf("found on disk, but no loaded plugin is called %q", f.key.Plugin))
 	}
+}
+
+// scanPods scans the pods uids on as many goroutines as there are CPUs, and
+// returns their volumes and the pods that have none.
+func (m *Manager) scanPods(uids []types.UID) ([]foundVolume, []types.UID, error) {
+	type scan struct {
+		vols []foundVolume
+		err  error
+	}
+	scans := make([]scan, len(uids))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(uids)) {
+		wg.Go(func() {
+			for i := range next {
+				scans[i].vols, scans[i].err = m.scanPod(uids[i])
+			}
+		})
+	}
+	for i := range uids {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	var found []foundVolume
+	var empty []types.UID
+	for i, s := range scans {
+		if s.err != nil {
+			return nil, nil, s.err
+		}
+		if len(s.vols) == 0 {
+			empty = append(empty, uids[i])
+		}
+		found = append(found, s.vols...)
+	}
+	return found, empty, nil
 }
 
 // scanPod lists the volumes of the pod uid that are on disk: volume dirs,

@@ -57,22 +57,38 @@ func (m *Manager) Volumes() []VolumeStatus {
 	return out
 }
 
-// Summary counts pods and volumes by state and reports readiness.
+// Summary counts pods and volumes by state and reports readiness. It is
+// cheap: it builds no per-volume status.
 func (m *Manager) Summary() Summary {
-	pods := m.Pods()
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	s := Summary{
 		Ready:         m.ready,
 		SourcesSynced: m.sourcesSynced,
-		Pods:          len(pods),
+		Pods:          len(m.pods),
 		Volumes:       map[VolumeState]int{},
-		Sources:       m.sourcesLocked(),
+		Sources:       len(m.sources),
 		LastPass:      m.lastPass,
 	}
-	m.mu.Unlock()
-	for _, pod := range pods {
-		for _, vol := range pod.Volumes {
-			s.Volumes[vol.State]++
+	for _, src := range m.sources {
+		if src.err != nil || len(src.conflicts) > 0 {
+			s.SourceErrors = append(s.SourceErrors, sourceStatus(src))
+		}
+	}
+	sort.Slice(s.SourceErrors, func(i, j int) bool { return s.SourceErrors[i].Name < s.SourceErrors[j].Name })
+	for uid, dp := range m.pods {
+		for _, dv := range dp.volumes {
+			if !dv.resolved() {
+				s.Volumes[m.unresolvedStatus(uid, PodStatus{}, dv).State]++
+			}
+		}
+	}
+	for uid, recs := range m.byPod {
+		if _, desired := m.pods[uid]; !desired {
+			s.Pods++
+		}
+		for _, rec := range recs {
+			s.Volumes[rec.state]++
 		}
 	}
 	return s

@@ -192,7 +192,10 @@ type Summary struct {
 	SourcesSynced bool                `json:"sourcesSynced"`
 	Pods          int                 `json:"pods"`
 	Volumes       map[VolumeState]int `json:"volumes"`
-	Sources       []SourceStatus      `json:"sources"`
+	// Sources counts the sources; SourceErrors lists those with an error
+	// (Manager.Sources lists them all).
+	Sources      int            `json:"sources"`
+	SourceErrors []SourceStatus `json:"sourceErrors,omitempty"`
 	// LastPass is when the reconciler last ran a pass.
 	LastPass time.Time `json:"lastPass,omitzero"`
 }

@@ -82,7 +82,7 @@ func TestAgentFollowsManifests(t *testing.T) {
 		if err != nil {
 			return false, nil
 		}
-		for _, s := range status.Sources {
+		for _, s := range status.SourceErrors {
 			if strings.HasSuffix(s.Name, "bad.yaml") && strings.Contains(s.Error, "spec.volumes[0].emptyDir.medium") {
 				return true, nil
 			}

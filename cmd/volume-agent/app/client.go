@@ -78,11 +78,9 @@ func (a *App) newStatusCommand() *cobra.Command {
 				parts = append(parts, fmt.Sprintf("%d %s", status.Volumes[state], state))
 			}
 			fmt.Fprintf(a.Stdout, "volumes: %s\n", strings.Join(parts, ", "))
-			fmt.Fprintf(a.Stdout, "sources: %d\n", len(status.Sources))
-			for _, s := range status.Sources {
-				if s.Error != "" {
-					fmt.Fprintf(a.Stdout, "  %s: %d pods, error: %s\n", s.Name, s.Pods, s.Error)
-				}
+			fmt.Fprintf(a.Stdout, "sources: %d, %d with errors\n", status.Sources, len(status.SourceErrors))
+			for _, s := range status.SourceErrors {
+				fmt.Fprintf(a.Stdout, "  %s: %d pods, error: %s\n", s.Name, s.Pods, s.Error)
 			}
 			return nil
 		},
