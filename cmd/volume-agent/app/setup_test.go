@@ -183,12 +183,18 @@ spec:
 	}
 	for name, args := range tests {
 		t.Run(name, func(t *testing.T) {
+			root := filepath.Join(t.TempDir(), "root")
 			code, _, stderr := runApp(t, "", append(args, "--root-dir", root)...)
 			if code != ExitInvalid {
 				t.Errorf("exit %d, want %d; stderr:\n%s", code, ExitInvalid, stderr)
 			}
 			if _, err := os.Stat(root); !os.IsNotExist(err) {
-				t.Errorf("root dir touched: %v", err)
+				var created []string
+				_ = filepath.WalkDir(root, func(path string, _ os.DirEntry, _ error) error {
+					created = append(created, path)
+					return nil
+				})
+				t.Errorf("root dir touched on invalid input: %q", created)
 			}
 		})
 	}
