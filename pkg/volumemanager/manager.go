@@ -27,6 +27,9 @@ const (
 	// PendingWorkPeriod is the longest the reconciler waits between passes
 	// while some volume is not yet where it should be.
 	PendingWorkPeriod = 100 * time.Millisecond
+	// ShutdownGracePeriod bounds the wait, when Run stops, for operations
+	// that do not return once their context is cancelled.
+	ShutdownGracePeriod = 30 * time.Second
 	// healthCheckTimeout bounds one plugin health check.
 	healthCheckTimeout = 10 * time.Second
 )
@@ -200,9 +203,17 @@ func (m *Manager) Run(ctx context.Context) error {
 	wg.Go(func() { m.healthLoop(ctx) })
 	wg.Go(func() { m.sizeLoop(ctx) })
 	m.loop(ctx, nil)
-	m.executor.Wait()
 	wg.Wait()
-	logger.Info("Volume manager stopped")
+	// Operations were cancelled through their contexts; a plugin that
+	// ignores its context must not keep the agent from stopping.
+	stopped := make(chan struct{})
+	go func() { m.executor.Wait(); close(stopped) }()
+	select {
+	case <-stopped:
+		logger.Info("Volume manager stopped")
+	case <-m.cfg.Clock.After(ShutdownGracePeriod):
+		logger.Info("Volume manager stopped with operations still running", "gracePeriod", ShutdownGracePeriod)
+	}
 	return nil
 }
 
