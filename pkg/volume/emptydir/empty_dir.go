@@ -289,12 +289,8 @@ func (c *cleaner) TearDownAt(dir string) error {
 		return fmt.Errorf("failed to check mount at %q: %w", dir, err)
 	}
 	if isMnt {
-		nested, err := util.FindMountsBeneath(c.mounter(), dir)
-		if err != nil {
+		if err := util.CheckNoMountsBeneath(c.mounter(), dir); err != nil {
 			return err
-		}
-		if len(nested) > 0 {
-			return &util.NestedMountError{Path: nested[0]}
 		}
 		if err := util.RemoveMetadataDir(c.metaDir); err != nil {
 			return err

@@ -452,6 +452,9 @@ func TestTearDownRefusesNestedMount(t *testing.T) {
 		t.Fatal(err)
 	}
 	nested := filepath.Join(b.GetPath(), "sub")
+	if err := os.Mkdir(nested, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if err := env.mounter.Mount("tmpfs", nested, "tmpfs", nil); err != nil {
 		t.Fatal(err)
 	}

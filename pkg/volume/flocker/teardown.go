@@ -44,12 +44,8 @@ func (c *cleaner) TearDownAt(dir string) error {
 		if layer == maxMountLayers {
 			return fmt.Errorf("failed to unmount volume at %q: still mounted after %d unmounts", dir, maxMountLayers)
 		}
-		nested, err := util.FindMountsBeneath(mounter, dir)
-		if err != nil {
+		if err := util.CheckNoMountsBeneath(mounter, dir); err != nil {
 			return err
-		}
-		if len(nested) > 0 {
-			return &util.NestedMountError{Path: nested[0]}
 		}
 		if err := mounter.Unmount(dir); err != nil {
 			return fmt.Errorf("failed to unmount volume at %q: %w", dir, err)

@@ -6,8 +6,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
-	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -27,41 +25,64 @@ func (e *NestedMountError) Error() string {
 	return fmt.Sprintf("refusing to remove across mount point %q found inside the volume", e.Path)
 }
 
-// FindMountsBeneath returns the mount points strictly inside dir, per the
-// mounter's mount table, sorted.
-func FindMountsBeneath(mounter mount.Interface, dir string) ([]string, error) {
-	mountPoints, err := mounter.List()
+// CheckNoMountsBeneath returns a *NestedMountError naming a mount point
+// found strictly inside dir, and nil when there is none or dir is gone. It
+// walks dir without following symlinks, asking mounter about each directory
+// and comparing mount ids, so it costs one check per directory whatever the
+// size of the node's mount table.
+func CheckNoMountsBeneath(mounter mount.Interface, dir string) error {
+	root, err := statAt(unix.AT_FDCWD, dir)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
 	if err != nil {
-		return nil, fmt.Errorf("failed to list mount points: %w", err)
+		return fmt.Errorf("failed to stat %q: %w", dir, err)
 	}
-	prefix := filepath.Clean(dir) + string(filepath.Separator)
-	var nested []string
-	for _, mp := range mountPoints {
-		if strings.HasPrefix(filepath.Clean(mp.Path)+string(filepath.Separator), prefix) && filepath.Clean(mp.Path) != filepath.Clean(dir) {
-			nested = append(nested, mp.Path)
+	err = filepath.WalkDir(dir, func(path string, entry fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
 		}
+		if err != nil {
+			return err
+		}
+		if !entry.IsDir() || path == dir {
+			return nil
+		}
+		isMnt, err := mounter.IsMountPoint(path)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("failed to check mount at %q: %w", path, err)
+		}
+		if isMnt {
+			return &NestedMountError{Path: path}
+		}
+		if st, err := statAt(unix.AT_FDCWD, path); err == nil && !sameMount(st, root) {
+			return &NestedMountError{Path: path}
+		}
+		return nil
+	})
+	if err != nil {
+		var nested *NestedMountError
+		if errors.As(err, &nested) {
+			return nested
+		}
+		return fmt.Errorf("failed to look for mounts inside %q: %w", dir, err)
 	}
-	sort.Strings(nested)
-	return nested, nil
+	return nil
 }
 
 // RemoveVolumeDir removes dir and everything beneath it, which a container
 // may have written. It never follows a symlink (a symlink is removed, its
 // target is left alone) and never deletes across a mount boundary: when the
 // mount table shows a mount inside dir, or the walk meets a directory on
-// another mount, it stops with a *NestedMountError and, for a mount found in
-// the table, deletes nothing. dir itself must not be a mount point; unmount it
+// another mount, it stops with a *NestedMountError and, for a mount that
+// CheckNoMountsBeneath finds first, deletes nothing. dir itself must not be a mount point; unmount it
 // first. A missing dir is not an error. It is idempotent.
 func RemoveVolumeDir(mounter mount.Interface, dir string) error {
 	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
-	nested, err := FindMountsBeneath(mounter, dir)
-	if err != nil {
+	if err := CheckNoMountsBeneath(mounter, dir); err != nil {
 		return err
-	}
-	if len(nested) > 0 {
-		return &NestedMountError{Path: nested[0]}
 	}
 	parent, err := unix.Open(filepath.Dir(dir), unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {

@@ -105,7 +105,7 @@ func TestRemoveVolumeDirWithFakeMounter(t *testing.T) {
 		"mount elsewhere with the same prefix": {mounts: func(dir string) []mount.MountPoint {
 			return []mount.MountPoint{{Path: dir + "-other"}}
 		}},
-		"nested mount in the table": {mounts: func(dir string) []mount.MountPoint {
+		"nested mount the mounter knows": {mounts: func(dir string) []mount.MountPoint {
 			return []mount.MountPoint{{Path: filepath.Join(dir, "sub", "mnt")}}
 		}, wantErr: true, wantExist: true},
 	}
@@ -168,8 +168,8 @@ func TestRemoveVolumeDirRealMounts(t *testing.T) {
 	})
 }
 
-// TestRemoveVolumeDirStopsAtMountNotInTable covers a mount the table does not
-// show (made after the check): the walk itself refuses to cross it.
+// TestRemoveVolumeDirStopsAtMountNotInTable covers a mount the mounter does
+// not know of: the mount ids the walk compares refuse to cross it.
 func TestRemoveVolumeDirStopsAtMountNotInTable(t *testing.T) {
 	volumetesting.RequiresRoot(t)
 	outsideDir := t.TempDir()
