@@ -108,7 +108,7 @@ type VolumeManagerConfiguration struct {
 	MaxBackoff metav1.Duration
 	// OperationTimeout bounds one set-up or tear-down operation.
 	OperationTimeout metav1.Duration
-	// HealthCheckPeriod is how often mounted volumes are checked.
+	// HealthCheckPeriod is how often each plugin's health (git's version, the Flocker control service) is checked.
 	HealthCheckPeriod metav1.Duration
 	// SizeCheckPeriod is how often size limits of volumes are checked.
 	SizeCheckPeriod metav1.Duration

@@ -132,7 +132,8 @@ type VolumeManagerConfiguration struct {
 	// operationTimeout bounds one set-up or tear-down operation. Default: "2m".
 	// +optional
 	OperationTimeout metav1.Duration `json:"operationTimeout,omitzero"`
-	// healthCheckPeriod is how often mounted volumes are checked. Default: "30s".
+	// healthCheckPeriod is how often each plugin's health (git's version, the
+	// Flocker control service) is checked. Default: "30s".
 	// +optional
 	HealthCheckPeriod metav1.Duration `json:"healthCheckPeriod,omitzero"`
 	// sizeCheckPeriod is how often volume size limits are checked. Default: "10s".
