@@ -5,6 +5,7 @@ import (
 	"github.com/volume-agent/volume-agent/pkg/volume"
 	"github.com/volume-agent/volume-agent/pkg/volume/emptydir"
 	"github.com/volume-agent/volume-agent/pkg/volume/flocker"
+	"github.com/volume-agent/volume-agent/pkg/volume/gitrepo"
 )
 
 // PluginProber returns volume plugins configured from the agent's
@@ -17,6 +18,16 @@ type PluginProber func(cfg *config.AgentConfiguration) []volume.VolumePlugin
 func BuiltinPlugins(cfg *config.AgentConfiguration) []volume.VolumePlugin {
 	var plugins []volume.VolumePlugin
 	plugins = append(plugins, emptydir.ProbeVolumePlugins()...)
+	plugins = append(plugins, gitrepo.ProbeVolumePlugins(gitrepo.Config{
+		AllowedProtocols: cfg.GitRepo.AllowedProtocols,
+		Timeout:          cfg.GitRepo.Timeout.Duration,
+		MaxSizeBytes:     cfg.GitRepo.MaxSizeBytes,
+		MinGitVersion:    cfg.GitRepo.MinGitVersion,
+		Cache: gitrepo.CacheConfig{
+			Enabled:  cfg.GitRepo.Cache.Enabled,
+			MaxBytes: cfg.GitRepo.Cache.MaxBytes,
+		},
+	})...)
 	plugins = append(plugins, flocker.ProbeVolumePlugins(flocker.Config{
 		ControlServiceHost: cfg.Flocker.ControlServiceHost,
 		Port:               int(cfg.Flocker.Port),

@@ -52,11 +52,15 @@ func newRealEnv(t *testing.T, cfg Config) *realEnv {
 	return e
 }
 
-// start loads the plugins afresh, as an agent start does.
+// start loads the plugins afresh and checks their health, as an agent start
+// does: the check prepares the plugin's dir and kills a dead agent's git.
 func (e *realEnv) start() {
 	e.host, e.mgr = volumetesting.NewFakeVolumeHost(e.t, e.root,
 		append(ProbeVolumePlugins(e.cfg), emptydir.ProbeVolumePlugins()...),
 		volumetesting.FakeHostOptions{Mounter: mount.New(""), Exec: utilexec.New(), Clock: clock.RealClock{}})
+	if health := e.plugin().CheckHealth(e.t.Context()); !health.Usable {
+		e.t.Fatalf("gitRepo plugin not usable: %s", health.Message)
+	}
 }
 
 func (e *realEnv) plugin() *plugin {

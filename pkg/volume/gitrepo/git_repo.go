@@ -57,6 +57,9 @@ type plugin struct {
 	git        *git
 	cache      *mirrorCache
 
+	// prepareMu guards git and cache, made by prepare.
+	prepareMu sync.Mutex
+
 	// versionMu guards gitVersion, the version of the git found by the last
 	// successful check.
 	versionMu  sync.Mutex
@@ -71,34 +74,48 @@ var (
 	_ volume.Cleaner              = &cleaner{}
 )
 
-// Init checks the configuration, prepares the plugin's dir
-// (ROOT/plugins/kubernetes.io~git-repo/{home,gitconfig,cache}) and kills the
-// git processes that an agent which died on this root left running. One
-// agent runs per root.
+// Init checks the configuration. It touches nothing on disk, so that
+// commands that only validate manifests leave the root dir alone; the
+// plugin's dir is prepared when it is first used (see prepare).
 func (p *plugin) Init(host volume.VolumeHost) error {
 	cfg, minVersion, err := p.rawConfig.withDefaults()
 	if err != nil {
 		return fmt.Errorf("invalid gitRepo configuration: %w", err)
 	}
 	p.cfg, p.minVersion, p.host = cfg, minVersion, host
-	local := execRunner{exec: host.GetExec()}
+	return nil
+}
+
+// prepare makes the plugin's dir (ROOT/plugins/kubernetes.io~git-repo/
+// {home,gitconfig,cache}) and kills the git processes that an agent which
+// died on this root left running, the first time a volume or a health check
+// needs git. One agent runs per root. A failure is tried again on the next
+// use.
+func (p *plugin) prepare() error {
+	p.prepareMu.Lock()
+	defer p.prepareMu.Unlock()
+	if p.git != nil {
+		return nil
+	}
+	local := execRunner{exec: p.host.GetExec()}
 	network := p.network
 	if network == nil {
 		network = local
 	}
-	dir := host.GetPluginDir(PluginName)
-	if p.git, err = newGit(local, network, dir, cfg.AllowedProtocols); err != nil {
+	dir := p.host.GetPluginDir(PluginName)
+	g, err := newGit(local, network, dir, p.cfg.AllowedProtocols)
+	if err != nil {
 		return err
 	}
-	if n := killStrays(p.git.configEnv); n > 0 {
+	if n := killStrays(g.configEnv); n > 0 {
 		klog.InfoS("Killed git processes left by a previous agent", "count", n)
 	}
-	if cfg.Cache.Enabled {
-		p.cache, err = newMirrorCache(filepath.Join(dir, "cache"), cfg.Cache.MaxBytes, cfg.MaxSizeBytes, p.git, host.GetClock())
-		if err != nil {
+	if p.cfg.Cache.Enabled {
+		if p.cache, err = newMirrorCache(filepath.Join(dir, "cache"), p.cfg.Cache.MaxBytes, p.cfg.MaxSizeBytes, g, p.host.GetClock()); err != nil {
 			return err
 		}
 	}
+	p.git = g
 	return nil
 }
 
@@ -122,6 +139,9 @@ func (p *plugin) ValidateSpec(spec *volume.Spec, fldPath *field.Path) field.Erro
 // git is missing or older than MinGitVersion.
 func (p *plugin) CheckHealth(ctx context.Context) volume.Health {
 	details := map[string]string{"minGitVersion": p.minVersion.String(), "allowedProtocols": strings.Join(p.cfg.AllowedProtocols, ",")}
+	if err := p.prepare(); err != nil {
+		return volume.Health{Usable: false, Message: err.Error(), Details: details}
+	}
 	if p.cache != nil {
 		details["cache"] = p.cache.dir
 	}
@@ -173,6 +193,9 @@ func (p *plugin) NewBuilder(spec *volume.Spec, pod *v1.Pod, opts volume.VolumeOp
 	source := *spec.Volume.GitRepo
 	if errs := p.ValidateSpec(spec, field.NewPath("gitRepo")); len(errs) > 0 {
 		return nil, volume.NewFinalError(fmt.Errorf("invalid gitRepo volume %q: %w", spec.Name(), errs.ToAggregate()))
+	}
+	if err := p.prepare(); err != nil {
+		return nil, err
 	}
 	directory := source.Directory
 	if directory == "" {
