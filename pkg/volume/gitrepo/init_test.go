@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/volume-agent/volume-agent/pkg/volume"
 	volumetesting "github.com/volume-agent/volume-agent/pkg/volume/testing"
 )
 
@@ -32,5 +31,4 @@ func TestInitTouchesNothing(t *testing.T) {
 			t.Errorf("prepare did not make %s: %v", name, err)
 		}
 	}
-	var _ volume.VolumePlugin = p
 }
