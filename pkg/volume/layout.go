@@ -50,3 +50,27 @@ func (l Layout) VolumeMetadataDir(podUID types.UID, pluginName, volName string) 
 func (l Layout) PluginDir(pluginName string) string {
 	return filepath.Join(l.Root, "plugins", utilstrings.EscapeQualifiedName(pluginName))
 }
+
+// VolumeDirs are where one volume of a pod lives: what a plugin's Builder
+// and Cleaner share, found from the plugin's name, the pod's UID and the
+// volume's name alone.
+type VolumeDirs struct {
+	// Path is the volume: ROOT/pods/<uid>/volumes/<escaped plugin>/<volume>.
+	Path string
+	// MetadataDir holds the volume's ready marker:
+	// ROOT/pods/<uid>/plugins/<escaped plugin>/<volume>.
+	MetadataDir string
+}
+
+// NewVolumeDirs returns the dirs of volume volName of pod podUID, for the
+// plugin pluginName, on host.
+func NewVolumeDirs(host VolumeHost, pluginName string, podUID types.UID, volName string) VolumeDirs {
+	return VolumeDirs{
+		Path:        host.GetPodVolumeDir(podUID, pluginName, volName),
+		MetadataDir: filepath.Join(host.GetPodPluginDir(podUID, pluginName), volName),
+	}
+}
+
+// GetPath returns Path, so that VolumeDirs embedded in a Builder or a
+// Cleaner implements Volume.
+func (d VolumeDirs) GetPath() string { return d.Path }

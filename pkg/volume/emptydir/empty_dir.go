@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
 
 	v1 "k8s.io/api/core/v1"
@@ -109,21 +108,15 @@ func (p *plugin) NewCleaner(volName string, podUID types.UID) (volume.Cleaner, e
 }
 
 func (p *plugin) volumeRef(podUID types.UID, volName string) volumeRef {
-	return volumeRef{
-		plugin:  p,
-		path:    p.host.GetPodVolumeDir(podUID, PluginName, volName),
-		metaDir: filepath.Join(p.host.GetPodPluginDir(podUID, PluginName), volName),
-	}
+	return volumeRef{plugin: p, VolumeDirs: volume.NewVolumeDirs(p.host, PluginName, podUID, volName)}
 }
 
-// volumeRef is what a Builder and a Cleaner share: where the volume is.
+// volumeRef is what a Builder and a Cleaner share: the plugin, and where
+// the volume is.
 type volumeRef struct {
-	plugin  *plugin
-	path    string
-	metaDir string
+	volume.VolumeDirs
+	plugin *plugin
 }
-
-func (r volumeRef) GetPath() string { return r.path }
 
 func (r volumeRef) mounter() mount.Interface { return r.plugin.host.GetMounter() }
 
@@ -170,13 +163,13 @@ func (b *builder) GetAttributes() volume.Attributes {
 	return volume.Attributes{ReadOnly: false, Managed: true}
 }
 
-func (b *builder) SetUp(fsGroup *int64) error { return b.SetUpAt(b.path, fsGroup) }
+func (b *builder) SetUp(fsGroup *int64) error { return b.SetUpAt(b.Path, fsGroup) }
 
 // SetUpAt makes dir a 0777 directory, mounted per the medium, owned by
 // fsGroup, and marks it ready. On a ready volume it changes nothing, but
 // mounts a memory or huge-page volume again if its mount has gone.
 func (b *builder) SetUpAt(dir string, fsGroup *int64) error {
-	if util.IsReady(b.metaDir) && b.stillSetUp(dir) {
+	if util.IsReady(b.MetadataDir) && b.stillSetUp(dir) {
 		return nil
 	}
 	var err error
@@ -194,7 +187,7 @@ func (b *builder) SetUpAt(dir string, fsGroup *int64) error {
 	if err := util.SetVolumeOwnership(dir, fsGroup, false); err != nil {
 		return err
 	}
-	return util.SetReady(b.metaDir)
+	return util.SetReady(b.MetadataDir)
 }
 
 // stillSetUp reports whether a volume marked ready is still in place.
@@ -273,7 +266,7 @@ type cleaner struct {
 	volumeRef
 }
 
-func (c *cleaner) TearDown() error { return c.TearDownAt(c.path) }
+func (c *cleaner) TearDown() error { return c.TearDownAt(c.Path) }
 
 // TearDownAt removes the ready marker, unmounts a memory or huge-page mount,
 // removes the directory without following symlinks or crossing a nested
@@ -282,7 +275,7 @@ func (c *cleaner) TearDownAt(dir string) error {
 	logger := klog.Background()
 	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
 		logger.V(4).Info("Volume dir already gone", "path", dir)
-		return util.RemoveMetadataDir(c.metaDir)
+		return util.RemoveMetadataDir(c.MetadataDir)
 	}
 	isMnt, err := c.mounter().IsMountPoint(dir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -292,13 +285,13 @@ func (c *cleaner) TearDownAt(dir string) error {
 		if err := util.CheckNoMountsBeneath(c.mounter(), dir); err != nil {
 			return err
 		}
-		if err := util.RemoveMetadataDir(c.metaDir); err != nil {
+		if err := util.RemoveMetadataDir(c.MetadataDir); err != nil {
 			return err
 		}
 		if err := c.mounter().Unmount(dir); err != nil {
 			return fmt.Errorf("failed to unmount volume at %q: %w", dir, err)
 		}
-	} else if err := util.RemoveMetadataDir(c.metaDir); err != nil {
+	} else if err := util.RemoveMetadataDir(c.MetadataDir); err != nil {
 		return err
 	}
 	return util.RemoveVolumeDir(c.mounter(), dir)

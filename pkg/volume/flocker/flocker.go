@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -209,21 +208,15 @@ func (p *plugin) NewCleaner(volName string, podUID types.UID) (volume.Cleaner, e
 }
 
 func (p *plugin) volumeRef(podUID types.UID, volName string) volumeRef {
-	return volumeRef{
-		plugin:  p,
-		path:    p.host.GetPodVolumeDir(podUID, PluginName, volName),
-		metaDir: filepath.Join(p.host.GetPodPluginDir(podUID, PluginName), volName),
-	}
+	return volumeRef{plugin: p, VolumeDirs: volume.NewVolumeDirs(p.host, PluginName, podUID, volName)}
 }
 
-// volumeRef is what a Builder and a Cleaner share: where the volume is.
+// volumeRef is what a Builder and a Cleaner share: the plugin, and where
+// the volume is.
 type volumeRef struct {
-	plugin  *plugin
-	path    string
-	metaDir string
+	volume.VolumeDirs
+	plugin *plugin
 }
-
-func (r volumeRef) GetPath() string { return r.path }
 
 // CheckHealth asks the control service for its nodes and looks for this
 // node among them by its IP address.

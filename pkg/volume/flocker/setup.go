@@ -60,7 +60,7 @@ func (b *builder) GetAttributes() volume.Attributes {
 }
 
 // SetUp sets the volume up at GetPath(); see SetUpAt.
-func (b *builder) SetUp(fsGroup *int64) error { return b.SetUpAt(b.path, fsGroup) }
+func (b *builder) SetUp(fsGroup *int64) error { return b.SetUpAt(b.Path, fsGroup) }
 
 // SetUpAt makes dir a bind mount of the dataset's mount point on this node.
 // It finds the dataset (by UUID, or by name among the datasets not deleted),
@@ -80,14 +80,14 @@ func (b *builder) SetUp(fsGroup *int64) error { return b.SetUpAt(b.path, fsGroup
 func (b *builder) SetUpAt(dir string, fsGroup *int64) error {
 	logger := klog.FromContext(b.ctx).WithValues("volumePath", dir, "dataset", b.datasetRef())
 	mounter := b.plugin.host.GetMounter()
-	if util.IsReady(b.metaDir) {
+	if util.IsReady(b.MetadataDir) {
 		mounted, err := mounter.IsMountPoint(dir)
 		if err == nil && mounted {
 			return nil
 		}
 		// Marked ready, but the mount is gone (a reboot): not ready until set up again.
 		logger.Info("Flocker volume marked ready but not mounted; setting it up again")
-		if err := util.RemoveMetadataDir(b.metaDir); err != nil {
+		if err := util.RemoveMetadataDir(b.MetadataDir); err != nil {
 			return err
 		}
 	}
@@ -104,7 +104,7 @@ func (b *builder) SetUpAt(dir string, fsGroup *int64) error {
 			return volume.NewUncertainError(err)
 		}
 	}
-	if err := util.SetReady(b.metaDir); err != nil {
+	if err := util.SetReady(b.MetadataDir); err != nil {
 		return volume.NewUncertainError(err)
 	}
 	logger.V(1).Info("Set up Flocker volume", "source", path, "readOnly", b.readOnly)

@@ -18,7 +18,7 @@ type cleaner struct {
 }
 
 // TearDown tears the volume down at GetPath(); see TearDownAt.
-func (c *cleaner) TearDown() error { return c.TearDownAt(c.path) }
+func (c *cleaner) TearDown() error { return c.TearDownAt(c.Path) }
 
 // TearDownAt removes the ready marker, unmounts the pod's bind mount at dir
 // and removes the then empty dir. It never deletes or moves the dataset and
@@ -26,7 +26,7 @@ func (c *cleaner) TearDown() error { return c.TearDownAt(c.path) }
 // dataset keeps working. A mount found inside the volume fails the tear-down
 // with a *util.NestedMountError naming it. A volume already gone is a success.
 func (c *cleaner) TearDownAt(dir string) error {
-	if err := util.RemoveMetadataDir(c.metaDir); err != nil {
+	if err := util.RemoveMetadataDir(c.MetadataDir); err != nil {
 		return err
 	}
 	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
