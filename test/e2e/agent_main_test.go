@@ -11,12 +11,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/volume-agent/volume-agent/test/testbin"
 
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/mount-utils"
@@ -30,24 +31,7 @@ import (
 // binary is the volume-agent built for this test run.
 var binary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "volume-agent-e2e-agent-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "volume-agent")
-	_, thisFile, _, _ := runtime.Caller(0)
-	build := exec.Command("go", "build", "-o", binary, "./cmd/volume-agent")
-	build.Dir = filepath.Join(filepath.Dir(thisFile), "..", "..")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "failed to build volume-agent: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Main(m, &binary) }
 
 // env is one test's root dir and manifest dir, cleaned up when the test
 // ends: agents killed, volumes torn down, mounts gone.

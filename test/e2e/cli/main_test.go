@@ -4,36 +4,17 @@ package cli
 
 import (
 	"bytes"
-	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"testing"
+
+	"github.com/volume-agent/volume-agent/test/testbin"
 )
 
 // binary is the volume-agent built for this test run.
 var binary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "volume-agent-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "volume-agent")
-	_, thisFile, _, _ := runtime.Caller(0)
-	repo := filepath.Join(filepath.Dir(thisFile), "..", "..", "..")
-	build := exec.Command("go", "build", "-o", binary, "./cmd/volume-agent")
-	build.Dir = repo
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "failed to build volume-agent: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Main(m, &binary) }
 
 // result is what one run of the binary gave.
 type result struct {
@@ -61,6 +42,5 @@ func run(t *testing.T, stdin string, args ...string) result {
 
 // testdata returns the path of a file under test/testdata.
 func testdata(parts ...string) string {
-	_, thisFile, _, _ := runtime.Caller(0)
-	return filepath.Join(append([]string{filepath.Dir(thisFile), "..", "..", "testdata"}, parts...)...)
+	return filepath.Join(append([]string{testbin.RepoRoot(), "test", "testdata"}, parts...)...)
 }

@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -13,6 +12,7 @@ import (
 
 	volumetesting "github.com/volume-agent/volume-agent/pkg/volume/testing"
 	"github.com/volume-agent/volume-agent/pkg/volume/util"
+	"github.com/volume-agent/volume-agent/test/testbin"
 )
 
 // TestMakeRun runs what `make run` runs (hack/run-examples.sh) on the bundled
@@ -21,8 +21,7 @@ import (
 // everything is torn down and every server stops.
 func TestMakeRun(t *testing.T) {
 	volumetesting.RequiresRoot(t)
-	_, thisFile, _, _ := runtime.Caller(0)
-	repo := filepath.Join(filepath.Dir(thisFile), "..", "..", "..")
+	repo := testbin.RepoRoot()
 	runDir := t.TempDir()
 	t.Cleanup(func() { volumetesting.UnmountAllBeneath(t, util.NewMounter(), runDir) })
 
