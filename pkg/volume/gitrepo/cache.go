@@ -130,7 +130,10 @@ func normalizeURL(repo string) string {
 		return u.String()
 	}
 	if colon := strings.IndexByte(repo, ':'); colon > 0 {
-		return strings.ToLower(repo[:colon]) + strings.TrimRight(repo[colon:], "/")
+		// scp-like "[user@]host:path": the host is case-insensitive.
+		userHost := repo[:colon]
+		at := strings.LastIndexByte(userHost, '@') + 1
+		return userHost[:at] + strings.ToLower(userHost[at:]) + strings.TrimRight(repo[colon:], "/")
 	}
 	return repo
 }

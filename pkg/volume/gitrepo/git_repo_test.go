@@ -553,6 +553,7 @@ func TestNormalizeURL(t *testing.T) {
 		{"https://a:token1@example.com/r", "https://a:token2@example.com/r"},
 		{"https://example.com/r", "https://user@example.com/r"},
 		{"https://example.com/r", "http://example.com/r"},
+		{"Git@example.com:r", "git@example.com:r"},
 	}
 	for _, pair := range different {
 		if normalizeURL(pair[0]) == normalizeURL(pair[1]) {
