@@ -12,9 +12,12 @@
 // half-written volume marked ready.
 //
 // With the cache on, a bare mirror per repository URL is kept under
-// ROOT/plugins/kubernetes.io~git-repo/cache and each volume is copied from it
-// without the network (no alternates, no hard links: a volume never depends
-// on the mirror and cannot change it). Concurrent volumes of one repository
-// share one fetch; a failed, corrupt or full cache falls back to a direct
-// clone.
+// ROOT/plugins/kubernetes.io~git-repo/cache and volumes are made from it
+// without the network: the first volume of a revision by a local clone of the
+// mirror, later ones by copying a finished checkout of that revision that the
+// cache keeps beside the mirror, with the index's stat data refreshed so that
+// the copy is as clean as a fresh clone. Objects are copied, never shared (no
+// alternates, no hard links): a volume never depends on the cache and cannot
+// change it. Concurrent volumes of one repository share one fetch; a failed,
+// corrupt or full cache falls back to a direct clone.
 package gitrepo
