@@ -162,12 +162,7 @@ func (c *mirrorCache) populate(ctx context.Context, repo, rev, target string) er
 		return err
 	}
 	if isFullObjectID(rev) {
-		err := c.withMirror(ctx, e, func(mirror string) error {
-			if _, err := c.git.runOnMirror(ctx, mirror, "", "cat-file", "-e", rev+"^{commit}"); err != nil {
-				return errNotMirrored
-			}
-			return c.produce(ctx, e, repo, rev, target)
-		})
+		err := c.withMirror(ctx, e, func(string) error { return c.produce(ctx, e, repo, rev, target, true) })
 		if !errors.Is(err, errNotMirrored) && !errors.Is(err, errMirrorMissing) {
 			return err
 		}
@@ -177,7 +172,7 @@ func (c *mirrorCache) populate(ctx context.Context, repo, rev, target string) er
 		if err := c.refresh(ctx, e, repo); err != nil {
 			return err
 		}
-		err := c.withMirror(ctx, e, func(string) error { return c.produce(ctx, e, repo, rev, target) })
+		err := c.withMirror(ctx, e, func(string) error { return c.produce(ctx, e, repo, rev, target, false) })
 		if !errors.Is(err, errMirrorMissing) {
 			return err
 		}
@@ -207,9 +202,10 @@ func (c *mirrorCache) withMirror(ctx context.Context, e cacheEntry, fn func(mirr
 // produce makes target a clone of repo at rev: a copy of e's finished clone
 // of rev, which is first made from the mirror if there is none or the
 // mirror's refs changed since it was made; but the first volume of a
-// revision at a mirror state is cloned from the mirror directly. The caller
-// holds e's shared lock.
-func (c *mirrorCache) produce(ctx context.Context, e cacheEntry, repo, rev, target string) error {
+// revision at a mirror state is cloned from the mirror directly. With
+// checkCommit, a rev that must be made from the mirror and that the mirror
+// lacks is errNotMirrored. The caller holds e's shared lock.
+func (c *mirrorCache) produce(ctx context.Context, e cacheEntry, repo, rev, target string, checkCommit bool) error {
 	state, err := c.mirrorState(ctx, e)
 	if err != nil {
 		return err
@@ -232,6 +228,11 @@ func (c *mirrorCache) produce(ctx context.Context, e cacheEntry, repo, rev, targ
 	}
 	if !current() {
 		unlock()
+		if checkCommit {
+			if _, err := c.git.runOnMirror(ctx, e.mirror(), "", "cat-file", "-e", rev+"^{commit}"); err != nil {
+				return errNotMirrored
+			}
+		}
 		if unlock, err = lockFile(ctx, dir+".lock", unix.LOCK_EX); err != nil {
 			return err
 		}
@@ -269,19 +270,48 @@ func (c *mirrorCache) produce(ctx context.Context, e cacheEntry, repo, rev, targ
 }
 
 // mirrorState names the state of e's mirror that a volume made from it
-// shows: the mirror's identity (a rebuilt mirror is another) and its refs.
+// shows: the mirror's identity (a rebuilt mirror is another), its HEAD and
+// its refs. It reads the refs' files itself, and asks git only for a ref
+// store it does not know.
 func (c *mirrorCache) mirrorState(ctx context.Context, e cacheEntry) (string, error) {
 	info, err := os.Stat(e.mirror())
 	if err != nil {
 		return "", errMirrorMissing
 	}
-	out, err := c.git.runOnMirror(ctx, e.mirror(), "", "for-each-ref", "--format=%(objectname) %(refname)")
-	if err != nil {
-		return "", commandError(ctx, "list the refs of a mirror", "", out, err)
-	}
 	sum := sha256.New()
 	fmt.Fprintf(sum, "%d\n", info.Sys().(*syscall.Stat_t).Ino)
-	sum.Write(out)
+	if exists(filepath.Join(e.mirror(), "reftable")) {
+		out, err := c.git.runOnMirror(ctx, e.mirror(), "", "for-each-ref", "--format=%(objectname) %(refname)")
+		if err != nil {
+			return "", commandError(ctx, "list the refs of a mirror", "", out, err)
+		}
+		sum.Write(out)
+		return hex.EncodeToString(sum.Sum(nil)), nil
+	}
+	add := func(path string) error {
+		data, err := os.ReadFile(path)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		fmt.Fprintf(sum, "%s %d\n", path, len(data))
+		sum.Write(data)
+		return nil
+	}
+	err = add(filepath.Join(e.mirror(), "HEAD"))
+	if err == nil {
+		err = add(filepath.Join(e.mirror(), "packed-refs"))
+	}
+	if err == nil {
+		err = filepath.WalkDir(filepath.Join(e.mirror(), "refs"), func(path string, entry fs.DirEntry, err error) error {
+			if err != nil || !entry.Type().IsRegular() {
+				return err
+			}
+			return add(path)
+		})
+	}
+	if err != nil {
+		return "", fmt.Errorf("failed to read the refs of a mirror: %w", err)
+	}
 	return hex.EncodeToString(sum.Sum(nil)), nil
 }
 

@@ -85,24 +85,35 @@ func TestCacheRevisions(t *testing.T) {
 	s := newSampleRepo(t, env.srv, "sample.git")
 	url := env.srv.HTTPURL("sample.git")
 
-	path := env.mustSetUp(t, "a", v1.GitRepoVolumeSource{Repository: url, Revision: "dev"})
-	if got := userGit(t, filepath.Join(path, "sample"), "rev-parse", "HEAD"); got != s.devCommit {
-		t.Fatalf("HEAD = %s, want %s", got, s.devCommit)
+	// Two volumes each time: the second is copied from a finished checkout,
+	// which must follow the branch too.
+	for _, uid := range []string{"a1", "a2"} {
+		path := env.mustSetUp(t, uid, v1.GitRepoVolumeSource{Repository: url, Revision: "dev"})
+		if got := userGit(t, filepath.Join(path, "sample"), "rev-parse", "HEAD"); got != s.devCommit {
+			t.Fatalf("%s: HEAD = %s, want %s", uid, got, s.devCommit)
+		}
 	}
 	moved, err := s.repo.Commit("dev", "more dev work", gitserver.File("dev2.txt", "dev2\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	path = env.mustSetUp(t, "b", v1.GitRepoVolumeSource{Repository: url, Revision: "dev"})
-	if got := userGit(t, filepath.Join(path, "sample"), "rev-parse", "HEAD"); got != moved {
-		t.Errorf("after the branch moved, HEAD = %s, want %s", got, moved)
+	for _, uid := range []string{"b1", "b2", "b3"} {
+		path := env.mustSetUp(t, uid, v1.GitRepoVolumeSource{Repository: url, Revision: "dev"})
+		if got := userGit(t, filepath.Join(path, "sample"), "rev-parse", "HEAD"); got != moved {
+			t.Errorf("%s: after the branch moved, HEAD = %s, want %s", uid, got, moved)
+		}
+		if got := userGit(t, filepath.Join(path, "sample"), "rev-parse", "origin/dev"); got != moved {
+			t.Errorf("%s: origin/dev = %s, want %s", uid, got, moved)
+		}
 	}
 
 	fetches := env.srv.Fetches("sample.git")
 	env.srv.Down()
-	path = env.mustSetUp(t, "c", v1.GitRepoVolumeSource{Repository: url, Revision: s.first})
-	if got := userGit(t, filepath.Join(path, "sample"), "rev-parse", "HEAD"); got != s.first {
-		t.Errorf("HEAD = %s, want %s", got, s.first)
+	for _, uid := range []string{"c1", "c2", "c3"} {
+		path := env.mustSetUp(t, uid, v1.GitRepoVolumeSource{Repository: url, Revision: s.first})
+		if got := userGit(t, filepath.Join(path, "sample"), "rev-parse", "HEAD"); got != s.first {
+			t.Errorf("%s: HEAD = %s, want %s", uid, got, s.first)
+		}
 	}
 	if err := env.srv.Up(); err != nil {
 		t.Fatal(err)
