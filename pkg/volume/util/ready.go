@@ -40,6 +40,12 @@ func SetReady(metaDir string) error {
 // agent alone writes there, so it holds no container data. A missing dir is
 // not an error.
 func RemoveMetadataDir(metaDir string) error {
+	// The usual content is the marker alone: two system calls.
+	if err := os.Remove(filepath.Join(metaDir, readyFileName)); err == nil || errors.Is(err, fs.ErrNotExist) {
+		if err := os.Remove(metaDir); err == nil || errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+	}
 	if err := os.RemoveAll(metaDir); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("failed to remove metadata dir %q: %w", metaDir, err)
 	}
