@@ -165,7 +165,10 @@ func (m *Manager) scanPod(uid types.UID) ([]foundVolume, error) {
 			}
 			plugin := utilstrings.UnescapeQualifiedName(pluginEntry.Name())
 			for _, entry := range names {
-				if strings.HasPrefix(entry.Name(), wrappedPrefix) {
+				// Wrapped volumes belong to their outer volume; names that
+				// start with "." are a plugin's own files (gitRepo's staging
+				// dirs), never volumes, whose names are DNS labels.
+				if strings.HasPrefix(entry.Name(), wrappedPrefix) || strings.HasPrefix(entry.Name(), ".") {
 					continue
 				}
 				add(plugin, entry.Name())
