@@ -66,11 +66,13 @@ func (a *App) runAgent(ctx context.Context) error {
 	defer unlock()
 
 	// The agent's own context outlives ctx, so that it can tear volumes
-	// down and answer the API after a signal.
-	runCtx, stop := context.WithCancel(klog.NewContext(context.WithoutCancel(ctx), logger))
-	defer stop()
+	// down and answer the API after a signal. Deferred calls run in reverse:
+	// stop cancels runCtx before wg.Wait waits for the goroutines that end
+	// with it, on every return path.
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	runCtx, stop := context.WithCancel(klog.NewContext(context.WithoutCancel(ctx), logger))
+	defer stop()
 
 	metrics := server.NewMetrics()
 	printer := newEventPrinter(a.Stdout)
