@@ -46,7 +46,9 @@ type SourceUpdate struct {
 }
 
 type sourceState struct {
-	name      string
+	name string
+	// bundle is the last content that loaded; nil while the source never
+	// loaded without error.
 	bundle    *manifest.Bundle
 	err       error
 	errTime   time.Time
@@ -134,19 +136,46 @@ func (m *Manager) UpdateSources(updates ...SourceUpdate) {
 			}
 			continue
 		}
-		s.bundle, s.err, s.errTime, s.updated = u.Bundle, nil, time.Time{}, now
+		bundle := u.Bundle
+		if bundle == nil {
+			bundle = &manifest.Bundle{}
+		}
+		s.bundle, s.err, s.errTime, s.updated = bundle, nil, time.Time{}, now
 	}
 	m.recomputeDesiredLocked()
+	m.updateSourcesSyncedLocked()
 	m.Trigger()
 }
 
-// MarkSourcesSynced tells the Manager that every source has been read in
-// full: volumes found on disk that no source wants may now be torn down.
+// MarkSourcesSynced tells the Manager that every source has been read once
+// (whether or not each loaded). The sources count as synced, and volumes
+// that no source wants (those found on disk included) may be torn down and
+// the Manager become ready, only once, in addition, every source known has
+// loaded without error at least once: a manifest that failed to load since
+// the start may declare pods whose volumes are on disk, so nothing
+// undesired is torn down until it loads or is removed. Set-ups of desired
+// volumes proceed meanwhile. Calling it again is a no-op.
 func (m *Manager) MarkSourcesSynced() {
 	m.mu.Lock()
-	m.sourcesSynced = true
+	m.sourcesRead = true
+	m.updateSourcesSyncedLocked()
 	m.mu.Unlock()
 	m.Trigger()
+}
+
+// updateSourcesSyncedLocked sets sourcesSynced once every source has been
+// read and none is still waiting for its first successful load. Once set,
+// it stays set: a source that fails later keeps its previous content.
+func (m *Manager) updateSourcesSyncedLocked() {
+	if m.sourcesSynced || !m.sourcesRead {
+		return
+	}
+	for _, s := range m.sources {
+		if s.bundle == nil {
+			return
+		}
+	}
+	m.sourcesSynced = true
 }
 
 // recomputeDesiredLocked rebuilds the desired pods from the sources and

@@ -125,9 +125,12 @@ type Manager struct {
 	trigger chan struct{}
 
 	mu sync.Mutex
-	// sources are the named sources of pods, and sourcesSynced is true once
-	// every source has been read in full.
+	// sources are the named sources of pods. sourcesRead is set by
+	// MarkSourcesSynced; sourcesSynced is true once sourcesRead is and every
+	// source has also loaded without error at least once (see
+	// updateSourcesSyncedLocked). It never goes back to false.
 	sources       map[string]*sourceState
+	sourcesRead   bool
 	sourcesSynced bool
 	// pods are the desired pods, from the sources.
 	pods map[types.UID]*desiredPod

@@ -431,6 +431,45 @@ func TestManagerReconstructsFromDisk(t *testing.T) {
 	}
 }
 
+// A manifest that has failed to load since the start may declare pods whose
+// volumes are on disk: nothing undesired is torn down, and the Manager is not
+// ready, until it loads (or is removed), even after MarkSourcesSynced.
+func TestManagerWaitsForEverySourceToLoadBeforeTearingDown(t *testing.T) {
+	e := newTestEnv(t)
+	e.makeVolumeOnDisk("in-bad-file", "v", true)
+	e.m.UpdateSources(SourceUpdate{Source: "file:bad.yaml", Err: errors.New("yaml: line 3: mapping values are not allowed")})
+	e.setPods("file:good.yaml", testPod("new", "new", emptyDirVolume("v")))
+	e.m.MarkSourcesSynced()
+	e.start()
+	e.waitFor("the good file's volume set up meanwhile", e.stateIs("new", "v", StateReady))
+	e.never("a tear-down while a source never loaded", func() bool { return e.plugin.count(OperationTearDown, "v") > 0 })
+	if got := e.volume("in-bad-file", "v"); got.State != StatePending || got.Reason != ReasonWaitingForSources {
+		t.Errorf("volume of the file that failed to load: %+v", got)
+	}
+	if e.m.Ready() || e.m.Summary().SourcesSynced {
+		t.Error("ready or synced while a source never loaded")
+	}
+	if s := e.m.Summary().SourceErrors; len(s) != 1 || s[0].Name != "file:bad.yaml" || !strings.Contains(s[0].Error, "line 3") {
+		t.Errorf("source errors = %+v", s)
+	}
+
+	// The file is fixed and still declares the pod: its volume is kept.
+	e.setPods("file:bad.yaml", testPod("in-bad-file", "p", emptyDirVolume("v")))
+	e.waitFor("ready", e.m.Ready)
+	if n := e.plugin.count(OperationTearDown, "v"); n != 0 {
+		t.Errorf("%d tear-downs of a volume the fixed file still wants", n)
+	}
+	if !exists(e.volumeDir("in-bad-file", "v")) {
+		t.Error("the volume of the fixed file was removed")
+	}
+	// Once synced, a later failure keeps the file's pods; removing them
+	// tears down.
+	e.m.UpdateSources(SourceUpdate{Source: "file:bad.yaml", Err: errors.New("truncated")})
+	e.never("a tear-down after a later failure", func() bool { return e.plugin.count(OperationTearDown, "v") > 0 })
+	e.setPods("file:bad.yaml")
+	e.waitFor("torn down once undesired", func() bool { return !exists(e.layout.PodDir("in-bad-file")) })
+}
+
 func TestManagerTearDownAll(t *testing.T) {
 	e := newTestEnv(t)
 	e.m.MarkSourcesSynced()
