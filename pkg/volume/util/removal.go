@@ -72,17 +72,23 @@ func CheckNoMountsBeneath(mounter mount.Interface, dir string) error {
 
 // RemoveVolumeDir removes dir and everything beneath it, which a container
 // may have written. It never follows a symlink (a symlink is removed, its
-// target is left alone) and never deletes across a mount boundary: when the
-// mount table shows a mount inside dir, or the walk meets a directory on
-// another mount, it stops with a *NestedMountError and, for a mount that
-// CheckNoMountsBeneath finds first, deletes nothing. dir itself must not be a mount point; unmount it
-// first. A missing dir is not an error. It is idempotent.
+// target is left alone) and never deletes across a mount boundary: a mount
+// inside dir, found by CheckNoMountsBeneath before anything is deleted or by
+// the walk itself, stops it with a *NestedMountError naming the mount. dir
+// itself must not be a mount point: unmount it first; a dir that is still
+// one is refused the same way. A missing dir is not an error. It is
+// idempotent.
 func RemoveVolumeDir(mounter mount.Interface, dir string) error {
 	// An empty dir, the common case, goes with one rmdir(2), which removes
 	// neither a mount point (EBUSY) nor anything inside the dir.
 	err := unix.Rmdir(dir)
-	if err == nil || errors.Is(err, unix.ENOENT) {
+	switch {
+	case err == nil || errors.Is(err, unix.ENOENT):
 		return nil
+	case errors.Is(err, unix.EBUSY):
+		// dir itself is still a mount point: emptying it would delete
+		// what is mounted there.
+		return &NestedMountError{Path: dir}
 	}
 	if err := CheckNoMountsBeneath(mounter, dir); err != nil {
 		return err

@@ -66,13 +66,21 @@ func TestSetVolumeOwnership(t *testing.T) {
 			outside := filepath.Join(t.TempDir(), "outside")
 			mustNoErr(t, os.WriteFile(outside, []byte("x"), 0o600))
 			mustNoErr(t, os.Symlink(outside, filepath.Join(dir, "link")))
+			outsideDir := t.TempDir()
+			mustNoErr(t, os.Chmod(outsideDir, 0o700))
+			mustNoErr(t, os.Symlink(outsideDir, filepath.Join(dir, "dir-link")))
+			// A fifo must not block the walk.
+			fifo := filepath.Join(dir, "fifo")
+			mustNoErr(t, syscall.Mkfifo(fifo, 0o600))
 
 			mustNoErr(t, util.SetVolumeOwnership(dir, ptr.To[int64](1234), tc.readOnly))
 
 			assertOwnership(t, dir, 1234, tc.wantDirMode)
 			assertOwnership(t, file, 1234, tc.wantFileMode)
-			// The symlink's target is not touched.
+			assertOwnership(t, fifo, 1234, os.ModeNamedPipe|tc.wantFileMode)
+			// The symlinks' targets are not touched.
 			assertOwnership(t, outside, 0, 0o600)
+			assertOwnership(t, outsideDir, 0, os.ModeDir|0o700)
 		})
 	}
 	t.Run("nil fsGroup changes nothing", func(t *testing.T) {
@@ -217,4 +225,22 @@ func mustNoErr(t *testing.T, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestRemoveVolumeDirRefusesAMountPoint: a volume dir that is still mounted
+// is refused, and what is mounted there is kept.
+func TestRemoveVolumeDirRefusesAMountPoint(t *testing.T) {
+	volumetesting.RequiresRoot(t)
+	backing := t.TempDir()
+	mustNoErr(t, os.WriteFile(filepath.Join(backing, "data"), []byte("keep me"), 0o644))
+	dir := filepath.Join(t.TempDir(), "vol")
+	mustNoErr(t, os.Mkdir(dir, 0o755))
+	volumetesting.Mount(t, backing, dir, "", []string{"bind"})
+	// A mounter that does not know of the mount, as a stale mount table.
+	err := util.RemoveVolumeDir(mount.NewFakeMounter(nil), dir)
+	var nested *util.NestedMountError
+	if !errors.As(err, &nested) || nested.Path != dir {
+		t.Fatalf("RemoveVolumeDir() error = %v, want a nested mount error naming %s", err, dir)
+	}
+	assertContent(t, filepath.Join(backing, "data"), "keep me")
 }
