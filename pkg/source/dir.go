@@ -41,8 +41,14 @@ type Sink interface {
 const DefaultResyncPeriod = 20 * time.Second
 
 // eventDelay gathers the burst of file-system events that one change makes
-// (create, write, chmod; or many files written at once) into one read.
-const eventDelay = 20 * time.Millisecond
+// (create, write, chmod; or many files written at once) into one read: Run
+// reads the manifests once no event came for eventDelay, and at the latest
+// maxEventDelay after the first event of a burst, so that a file written
+// without pause is still read.
+const (
+	eventDelay    = 20 * time.Millisecond
+	maxEventDelay = time.Second
+)
 
 // manifestExtensions are the file name endings a Dir reads.
 var manifestExtensions = []string{".yaml", ".yml", ".json"}
@@ -64,8 +70,9 @@ type DirOptions struct {
 // Dir is a static manifest source: a directory of YAML and JSON manifests
 // (files whose names start with "." or lack a manifest extension are
 // skipped), or a single manifest file. Every file is its own source, named
-// Prefix + absolute path; a file that fails to load keeps its previous pods
-// and reports the error on its source.
+// Prefix + absolute path; a file that fails to load, or holds no object (as
+// a file being rewritten in place may), keeps its previous pods and reports
+// the error on its source.
 type Dir struct {
 	path string
 	sink Sink
@@ -193,6 +200,12 @@ func (d *Dir) read(path string) readResult {
 	}
 	r.changed = true
 	bundle, err := manifest.Load(bytes.NewReader(data), path, d.opts.Manifest)
+	if err == nil && bundle.Len() == 0 {
+		// Most likely a file caught while it is rewritten in place (it was
+		// truncated first): its pods must not go. A file is removed to
+		// remove its pods.
+		err = errors.New("the manifest holds no object; its previous pods are kept (remove the file to remove them)")
+	}
 	if err != nil {
 		r.update = volumemanager.SourceUpdate{Source: source, Err: err}
 		return r
@@ -242,10 +255,11 @@ func isManifestName(name string) bool {
 }
 
 // Run keeps the sink up to date until ctx is cancelled: it syncs when
-// fsnotify reports a change (gathering a burst of events into one sync) and
-// every ResyncPeriod. Without notifications (the watch could not be set up,
-// or the directory does not exist yet), the periodic sync still runs, and
-// the watch is tried again at each one.
+// fsnotify reports a change, once no event came for eventDelay (at most maxEventDelay after
+// the first event of a burst, for a file written without pause), and every
+// ResyncPeriod. Without notifications (the watch could not be set up, or the
+// directory does not exist yet), the periodic sync still runs, and the
+// watch is tried again at each one.
 func (d *Dir) Run(ctx context.Context) {
 	logger := klog.FromContext(ctx).WithValues("path", d.path)
 	watcher, err := fsnotify.NewWatcher()
@@ -269,6 +283,11 @@ func (d *Dir) Run(ctx context.Context) {
 		}
 		watching = true
 	}
+	sync := func() {
+		if err := d.Sync(ctx); err != nil {
+			logger.Error(err, "Failed to read manifests")
+		}
+	}
 	watch()
 
 	var events <-chan fsnotify.Event
@@ -278,19 +297,11 @@ func (d *Dir) Run(ctx context.Context) {
 	}
 	resync := d.opts.Clock.NewTimer(d.opts.ResyncPeriod)
 	defer resync.Stop()
-	var pending clock.Timer
-	var pendingC <-chan time.Time
-	sync := func() {
-		if err := d.Sync(ctx); err != nil {
-			logger.Error(err, "Failed to read manifests")
-		}
-	}
+	burst := &debouncer{clock: d.opts.Clock, delay: eventDelay, maxDelay: maxEventDelay}
+	defer burst.stop()
 	for {
 		select {
 		case <-ctx.Done():
-			if pending != nil {
-				pending.Stop()
-			}
 			return
 		case ev, ok := <-events:
 			if !ok {
@@ -304,10 +315,7 @@ func (d *Dir) Run(ctx context.Context) {
 				// The directory itself went: watch it again once it is back.
 				watching = false
 			}
-			if pendingC == nil {
-				pending = d.opts.Clock.NewTimer(eventDelay)
-				pendingC = pending.C()
-			}
+			burst.event()
 		case err, ok := <-errs:
 			if !ok {
 				errs = nil
@@ -315,13 +323,67 @@ func (d *Dir) Run(ctx context.Context) {
 			}
 			logger.Error(err, "Manifest watch failed; reading every manifest again")
 			sync()
-		case <-pendingC:
-			pendingC = nil
+		case <-burst.C():
+			burst.fired()
 			sync()
 		case <-resync.C():
 			watch()
 			sync()
 			resync.Reset(d.opts.ResyncPeriod)
 		}
+	}
+}
+
+// debouncer gathers events into bursts: its channel fires once no event
+// came for delay, or maxDelay after the first event of the burst, whichever
+// is first. It is not safe for concurrent use.
+type debouncer struct {
+	clock           clock.Clock
+	delay, maxDelay time.Duration
+
+	timer clock.Timer
+	// first is when the pending burst started; zero when none is pending.
+	first time.Time
+}
+
+// event notes an event: it starts a burst, or pushes the end of the pending
+// one back by delay, but never past maxDelay after its first event.
+func (b *debouncer) event() {
+	now := b.clock.Now()
+	if b.first.IsZero() {
+		b.first = now
+		if b.timer == nil {
+			b.timer = b.clock.NewTimer(b.delay)
+		} else {
+			b.timer.Reset(b.delay)
+		}
+		return
+	}
+	wait := min(b.delay, b.first.Add(b.maxDelay).Sub(now))
+	if wait <= 0 {
+		return // due at once: the timer has fired or is about to
+	}
+	if !b.timer.Stop() {
+		// It fired and its time waits in the channel: the burst is over.
+		return
+	}
+	b.timer.Reset(wait)
+}
+
+// C fires at the end of the pending burst; it is nil when none is pending.
+func (b *debouncer) C() <-chan time.Time {
+	if b.first.IsZero() {
+		return nil
+	}
+	return b.timer.C()
+}
+
+// fired ends the burst once C fired.
+func (b *debouncer) fired() { b.first = time.Time{} }
+
+// stop releases the timer.
+func (b *debouncer) stop() {
+	if b.timer != nil {
+		b.timer.Stop()
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
+	testingclock "k8s.io/utils/clock/testing"
 
 	"github.com/volume-agent/volume-agent/pkg/manifest"
 	"github.com/volume-agent/volume-agent/pkg/volumemanager"
@@ -292,4 +293,102 @@ func mustLoad(t *testing.T, content string) *manifest.Bundle {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// A manifest rewritten in place is empty for a moment: read then, it must
+// not make its pods go.
+func TestDirKeepsThePodsOfAFileThatHoldsNoObject(t *testing.T) {
+	for name, content := range map[string]string{
+		"empty":         "",
+		"comments only": "# being rewritten\n",
+		"empty docs":    "---\n---\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			sink := newFakeSink()
+			d, _ := NewDir(dir, sink, DirOptions{Prefix: "file:"})
+			path := write(t, dir, "a.yaml", podManifest("a"))
+			ctx := context.Background()
+			if err := d.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			write(t, dir, "a.yaml", content)
+			if err := d.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if got := sink.podNames(); !slices.Equal(got, []string{"a.yaml: default/a"}) {
+				t.Errorf("pods after the file was emptied = %q, want a kept", got)
+			}
+			if err := sink.errorOf("file:" + path); err == nil || !strings.Contains(err.Error(), "holds no object") {
+				t.Errorf("error of the emptied file = %v", err)
+			}
+			write(t, dir, "a.yaml", podManifest("a2"))
+			if err := d.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if got := sink.podNames(); !slices.Equal(got, []string{"a.yaml: default/a2"}) || sink.errorOf("file:"+path) != nil {
+				t.Errorf("after the rewrite: pods %q, error %v", got, sink.errorOf("file:"+path))
+			}
+		})
+	}
+}
+
+func TestDebouncerWaitsForQuietWithACap(t *testing.T) {
+	fired := func(b *debouncer) bool {
+		select {
+		case <-b.C():
+			b.fired()
+			return true
+		default:
+			return false
+		}
+	}
+	clk := testingclock.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	b := &debouncer{clock: clk, delay: 20 * time.Millisecond, maxDelay: time.Second}
+	defer b.stop()
+	if b.C() != nil {
+		t.Fatal("C() is set before any event")
+	}
+	// Events 15 ms apart: no read while they keep coming.
+	b.event()
+	for range 3 {
+		clk.Step(15 * time.Millisecond)
+		if fired(b) {
+			t.Fatal("fired 15 ms after an event")
+		}
+		b.event()
+	}
+	clk.Step(19 * time.Millisecond)
+	if fired(b) {
+		t.Fatal("fired 19 ms after the last event")
+	}
+	clk.Step(time.Millisecond)
+	if !fired(b) {
+		t.Fatal("not fired 20 ms after the last event")
+	}
+	if b.C() != nil {
+		t.Fatal("C() is set after the burst ended")
+	}
+
+	// A file written without pause is still read, maxDelay after the first
+	// event, and a new burst starts after that.
+	b.event()
+	for i := 0; ; i++ {
+		if i*10 > 1000 {
+			t.Fatal("never fired while events kept coming")
+		}
+		clk.Step(10 * time.Millisecond)
+		if fired(b) {
+			if i*10 < 990 {
+				t.Fatalf("fired after %d ms, before the cap", (i+1)*10)
+			}
+			break
+		}
+		b.event()
+	}
+	b.event()
+	clk.Step(20 * time.Millisecond)
+	if !fired(b) {
+		t.Fatal("the next burst did not fire")
+	}
 }
