@@ -53,7 +53,8 @@ func newRealEnv(t *testing.T, cfg Config) *realEnv {
 }
 
 // start loads the plugins afresh and checks their health, as an agent start
-// does: the check prepares the plugin's dir and kills a dead agent's git.
+// does: the check prepares the plugin's dir. A dead agent's git is killed
+// later, by the first NewBuilder.
 func (e *realEnv) start() {
 	e.host, e.mgr = volumetesting.NewFakeVolumeHost(e.t, e.root,
 		append(ProbeVolumePlugins(e.cfg), emptydir.ProbeVolumePlugins()...),

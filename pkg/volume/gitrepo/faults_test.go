@@ -324,8 +324,12 @@ func TestKilledDuringClone(t *testing.T) {
 			child.Process.Kill()
 			child.Wait()
 			// Git dies with the agent (PR_SET_PDEATHSIG); a helper blocked on
-			// the network is killed when the next agent starts.
+			// the network is killed when the next agent builds its first
+			// volume, not by its health check.
 			env.start()
+			if _, err := env.builder("other", v1.GitRepoVolumeSource{Repository: url}); err != nil {
+				t.Fatal(err)
+			}
 			if !waitFor(5*time.Second, func() bool { return len(processesWith(env.srv.HTTPAddr())) == 0 }) {
 				t.Errorf("git processes outlived the killed agent: %v", processesWith(env.srv.HTTPAddr()))
 			}
@@ -339,5 +343,38 @@ func TestKilledDuringClone(t *testing.T) {
 			}
 			assertNoCacheLeftovers(t, env)
 		})
+	}
+}
+
+// TestOnlyBuildersKillStrays checks that a health check, as `volume-agent
+// plugins` runs beside a live agent, kills none of the root's git processes,
+// and that the first Builder of an agent does.
+func TestOnlyBuildersKillStrays(t *testing.T) {
+	env := newRealEnv(t, realConfig(false))
+	stray := exec.Command("sleep", "60")
+	stray.Env = []string{"GIT_CONFIG_GLOBAL=" + filepath.Join(env.host.GetPluginDir(PluginName), "gitconfig")}
+	if err := stray.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { stray.Wait(); close(exited) }()
+	t.Cleanup(func() { stray.Process.Kill(); <-exited })
+
+	env.start()
+	if health := env.plugin().CheckHealth(t.Context()); !health.Usable {
+		t.Fatalf("gitRepo plugin not usable: %s", health.Message)
+	}
+	select {
+	case <-exited:
+		t.Fatal("a health check killed a git process of the root")
+	case <-time.After(200 * time.Millisecond):
+	}
+	if _, err := env.builder("pod", v1.GitRepoVolumeSource{Repository: env.url("git", "any.git")}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the first Builder did not kill a git process left on the root")
 	}
 }

@@ -59,6 +59,9 @@ type plugin struct {
 
 	// prepareMu guards git and cache, made by prepare.
 	prepareMu sync.Mutex
+	// straysKilled makes the first NewBuilder, and only it, kill the git
+	// processes a dead agent left (see killStraysOnce).
+	straysKilled sync.Once
 
 	// versionMu guards gitVersion, the version of the git found by the last
 	// successful check.
@@ -87,10 +90,9 @@ func (p *plugin) Init(host volume.VolumeHost) error {
 }
 
 // prepare makes the plugin's dir (ROOT/plugins/kubernetes.io~git-repo/
-// {home,gitconfig,cache}) and kills the git processes that an agent which
-// died on this root left running, the first time a volume or a health check
-// needs git. One agent runs per root. A failure is tried again on the next
-// use.
+// {home,gitconfig,cache}) the first time a volume or a health check needs
+// git. It kills no process: a health check may run beside a live agent (see
+// killStraysOnce). A failure is tried again on the next use.
 func (p *plugin) prepare() error {
 	p.prepareMu.Lock()
 	defer p.prepareMu.Unlock()
@@ -106,9 +108,6 @@ func (p *plugin) prepare() error {
 	g, err := newGit(local, network, dir, p.cfg.AllowedProtocols)
 	if err != nil {
 		return err
-	}
-	if n := killStrays(g.configEnv); n > 0 {
-		klog.InfoS("Killed git processes left by a previous agent", "count", n)
 	}
 	if p.cfg.Cache.Enabled {
 		if p.cache, err = newMirrorCache(filepath.Join(dir, "cache"), p.cfg.Cache.MaxBytes, p.cfg.MaxSizeBytes, g, p.host.GetClock()); err != nil {
@@ -184,7 +183,22 @@ func (p *plugin) checkGit(ctx context.Context, again bool) (*version.Version, er
 	return v, nil
 }
 
-// NewBuilder validates spec and returns its Builder. An invalid spec is a
+// killStraysOnce kills, the first time it is called, the git processes that
+// an agent which died on this root left running. Only NewBuilder calls it:
+// the commands that build volumes (run, setup, teardown) hold the root's
+// exclusive lock before they build any, so no other agent's git is running
+// on this root then; commands that only check health or validate (plugins,
+// validate) take no lock and never build a volume.
+func (p *plugin) killStraysOnce() {
+	p.straysKilled.Do(func() {
+		if n := killStrays(p.git.configEnv); n > 0 {
+			klog.InfoS("Killed git processes left by a previous agent", "count", n)
+		}
+	})
+}
+
+// NewBuilder validates spec and returns its Builder; the first one kills the
+// git processes a dead agent left (killStraysOnce). An invalid spec is a
 // Final error listing every bad field.
 func (p *plugin) NewBuilder(spec *volume.Spec, pod *v1.Pod, opts volume.VolumeOptions) (volume.Builder, error) {
 	if !p.CanSupport(spec) {
@@ -197,6 +211,7 @@ func (p *plugin) NewBuilder(spec *volume.Spec, pod *v1.Pod, opts volume.VolumeOp
 	if err := p.prepare(); err != nil {
 		return nil, err
 	}
+	p.killStraysOnce()
 	directory := source.Directory
 	if directory == "" {
 		directory = defaultDirectory(source.Repository)
