@@ -254,8 +254,11 @@ func isManifestName(name string) bool {
 	return false
 }
 
-// Run keeps the sink up to date until ctx is cancelled: it syncs when
-// fsnotify reports a change, once no event came for eventDelay (at most maxEventDelay after
+// Run keeps the sink up to date until ctx is cancelled. It first sets up the
+// watch and then reads every manifest, so that no change made before the
+// watch was in place is missed, such as one made after an initial Sync and
+// before Run (unchanged files are only hashed again, not decoded). Then it
+// syncs when fsnotify reports a change, once no event came for eventDelay (at most maxEventDelay after
 // the first event of a burst, for a file written without pause), and every
 // ResyncPeriod. Without notifications (the watch could not be set up, or the
 // directory does not exist yet), the periodic sync still runs, and the
@@ -289,6 +292,7 @@ func (d *Dir) Run(ctx context.Context) {
 		}
 	}
 	watch()
+	sync()
 
 	var events <-chan fsnotify.Event
 	var errs <-chan error

@@ -207,8 +207,8 @@ func TestDirRunFollowsChanges(t *testing.T) {
 			t.Fatalf("pods = %q, want %q", sink.podNames(), want)
 		}
 	}
-	// The watch is set up by Run; give it a moment before writing.
-	time.Sleep(50 * time.Millisecond)
+	// Run watches, then reads: a file written before or after the watch
+	// is in place is seen either way.
 	write(t, dir, "a.yaml", podManifest("a"))
 	waitPods("a.yaml: default/a")
 	// An atomic rename, as editors and config managers write.
@@ -390,5 +390,30 @@ func TestDebouncerWaitsForQuietWithACap(t *testing.T) {
 	clk.Step(20 * time.Millisecond)
 	if !fired(b) {
 		t.Fatal("the next burst did not fire")
+	}
+}
+
+// A change made between the initial Sync and Run, before the watch is in
+// place, is seen at once, not at the next resync.
+func TestDirRunSeesChangesMadeBeforeItStarted(t *testing.T) {
+	dir := t.TempDir()
+	sink := newFakeSink()
+	d, _ := NewDir(dir, sink, DirOptions{Prefix: "file:", ResyncPeriod: time.Hour})
+	write(t, dir, "a.yaml", podManifest("a"))
+	if err := d.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	write(t, dir, "a.yaml", podManifest("a2"))
+	write(t, dir, "b.yaml", podManifest("b"))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); d.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	want := []string{"a.yaml: default/a2", "b.yaml: default/b"}
+	if err := wait.PollUntilContextTimeout(context.Background(), 5*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+		return slices.Equal(sink.podNames(), want), nil
+	}); err != nil {
+		t.Fatalf("pods = %q, want %q", sink.podNames(), want)
 	}
 }
