@@ -468,16 +468,21 @@ func (c *mirrorCache) fetch(ctx context.Context, e cacheEntry, repo string) erro
 	watched, stop := watchSize(ctx, c.clock, e.mirror(), c.sizeLimit)
 	out, err := c.git.runNetwork(watched, e.mirror(), "fetch", "--quiet", "--prune",
 		"--", repo, "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
+	// Read before stop, which cancels watched.
+	killed := watched.Err() != nil
+	if err != nil {
+		err = commandError(watched, "fetch "+redactURL(repo)+" into the cache", repo, out, err)
+	}
 	if sizeErr := stop(); sizeErr != nil && err == nil {
 		return volume.NewFinalError(fmt.Errorf("failed to fetch %s into the cache: %w (gitRepo.maxSizeBytes)", redactURL(repo), sizeErr))
 	}
 	if err != nil {
 		// A fetch that git ended itself left a consistent mirror; one that
 		// was killed keeps its marker, so that the next use repairs it.
-		if watched.Err() == nil {
+		if !killed {
 			_ = os.Remove(e.path(fetchingFileName))
 		}
-		return commandError(watched, "fetch "+redactURL(repo)+" into the cache", repo, out, err)
+		return err
 	}
 	if err := os.Remove(e.path(fetchingFileName)); err != nil {
 		return fmt.Errorf("failed to clear the fetch marker: %w", err)
@@ -498,11 +503,15 @@ func (c *mirrorCache) create(ctx context.Context, e cacheEntry, repo string) err
 	start := c.clock.Now()
 	watched, stop := watchSize(ctx, c.clock, tmp, c.sizeLimit)
 	out, err := c.git.runNetwork(watched, "", "clone", "--quiet", "--bare", "--", repo, tmp)
+	if err != nil {
+		// Classified before stop, which cancels watched.
+		err = commandError(watched, "mirror "+redactURL(repo), repo, out, err)
+	}
 	if sizeErr := stop(); sizeErr != nil {
 		return volume.NewFinalError(fmt.Errorf("failed to mirror %s: %w (gitRepo.maxSizeBytes)", redactURL(repo), sizeErr))
 	}
 	if err != nil {
-		return commandError(watched, "mirror "+redactURL(repo), repo, out, err)
+		return err
 	}
 	if err := os.Rename(tmp, e.mirror()); err != nil {
 		return fmt.Errorf("failed to put the mirror in place: %w", err)

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 
+	"github.com/volume-agent/volume-agent/pkg/volume"
 	"github.com/volume-agent/volume-agent/test/gitserver"
 )
 
@@ -369,6 +371,45 @@ func TestCacheRepair(t *testing.T) {
 		env.mustSetUp(t, "d", v1.GitRepoVolumeSource{Repository: url, Revision: "dev"})
 		if out, err := runUserGit("/", "--git-dir="+e.mirror(), "fsck", "--no-progress"); err != nil {
 			t.Errorf("mirror still broken: %v: %s", err, out)
+		}
+	})
+}
+
+// TestCacheErrorsUnderASizeLimit checks that the size watch does not change
+// how the cache's errors are told apart: a fetch that git ended itself
+// leaves no "fetching" marker (the mirror is consistent), and a mirror
+// refused by git's object checks is final, so no direct clone follows.
+func TestCacheErrorsUnderASizeLimit(t *testing.T) {
+	cfg := realConfig(true)
+	cfg.MaxSizeBytes = 1 << 30
+	env := newRealEnv(t, cfg)
+	newSampleRepo(t, env.srv, "sample.git")
+	newHostileRepo(t, env.srv)
+
+	t.Run("failed fetch leaves no marker", func(t *testing.T) {
+		src := v1.GitRepoVolumeSource{Repository: env.srv.GitURL("sample.git"), Revision: "main"}
+		env.mustSetUp(t, "warm", src)
+		env.srv.Down()
+		_, err := env.setUp("down", src, nil)
+		if upErr := env.srv.Up(); upErr != nil {
+			t.Fatal(upErr)
+		}
+		if err == nil {
+			t.Fatal("SetUp() with the server down succeeded")
+		}
+		markers, _ := filepath.Glob(filepath.Join(env.cacheDir(), "*", fetchingFileName))
+		if len(markers) != 0 {
+			t.Errorf("a fetch that git ended itself left its marker: %v", markers)
+		}
+	})
+
+	t.Run("object check refusal is final", func(t *testing.T) {
+		_, err := env.setUp("refused", v1.GitRepoVolumeSource{Repository: env.srv.HTTPURL("dotgit.git"), Revision: "main"}, nil)
+		if !volume.IsFinal(err) || !strings.Contains(err.Error(), "transfer.fsckObjects") {
+			t.Errorf("SetUp() error = %v, want a final error from git's object checks", err)
+		}
+		if n := env.srv.Fetches("dotgit.git"); n != 1 {
+			t.Errorf("server saw %d fetches of a refused repository, want 1 (no direct clone after a final error)", n)
 		}
 	})
 }
