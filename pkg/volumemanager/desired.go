@@ -75,6 +75,12 @@ type desiredVolume struct {
 	// volume that no plugin can set up as declared. Both wait for the
 	// manifests to change.
 	pending *manifest.PendingError
+	// claim is set for a persistentVolumeClaim volume.
+	claim bool
+	// kept is the record of this volume when its claim stopped resolving
+	// after it was set up: it stays set up, shown pending, until the
+	// claim resolves again or the pod goes.
+	kept    *volumeRecord
 	failure error
 	reason  string
 	// hash fingerprints spec, computed when needed.
@@ -214,13 +220,26 @@ func (m *Manager) recomputeDesiredLocked() {
 	m.pods = pods
 
 	// Unlink records that are no longer desired, then link the desired ones.
+	// A volume on the host whose pod is still desired but whose claim
+	// stopped resolving (claim or PersistentVolume removed, claim unbound
+	// or unsatisfiable) keeps its previous want: only new set-ups wait for
+	// a claim; the volume goes when its pod goes.
 	for _, rec := range m.volumes {
+		rec.claimPending = nil
 		if rec.want == nil {
 			continue
 		}
-		if dp, ok := pods[rec.key.PodUID]; !ok || !dp.wants(rec.key) {
-			rec.want = nil
+		dp, ok := pods[rec.key.PodUID]
+		if ok && dp.wants(rec.key) {
+			continue
 		}
+		if ok && (rec.actual != actualNone || rec.running == OperationSetUp) {
+			if dv := dp.unresolvedClaim(rec.podVolume); dv != nil && dv.kept == nil {
+				dv.kept, rec.claimPending = rec, dv
+				continue
+			}
+		}
+		rec.want = nil
 	}
 	for uid, dp := range pods {
 		m.podNames[uid] = types.NamespacedName{Namespace: dp.pod.Namespace, Name: dp.pod.Name}
@@ -252,13 +271,24 @@ func (dp *desiredPod) wants(key VolumeKey) bool {
 	return false
 }
 
+// unresolvedClaim returns the pod's claim volume called name when it does
+// not resolve, or nil.
+func (dp *desiredPod) unresolvedClaim(name string) *desiredVolume {
+	for _, dv := range dp.volumes {
+		if dv.name == name && dv.claim && !dv.resolved() {
+			return dv
+		}
+	}
+	return nil
+}
+
 // newDesiredPod resolves the volumes of pod.
 func (m *Manager) newDesiredPod(pod *v1.Pod, source string, claims *manifest.Bundle) *desiredPod {
 	dp := &desiredPod{pod: pod, source: source, volumes: make([]*desiredVolume, 0, len(pod.Spec.Volumes))}
 	seen := map[VolumeKey]bool{}
 	for i := range pod.Spec.Volumes {
 		vol := &pod.Spec.Volumes[i]
-		dv := &desiredVolume{name: vol.Name}
+		dv := &desiredVolume{name: vol.Name, claim: vol.PersistentVolumeClaim != nil}
 		dp.volumes = append(dp.volumes, dv)
 		spec, plugin, err := claims.ResolveVolume(pod, vol, m.cfg.Plugins)
 		dv.spec = spec

@@ -562,6 +562,75 @@ func TestManagerResolvesClaims(t *testing.T) {
 	}
 }
 
+// A ready volume whose claim stops resolving while its pod is still desired
+// stays set up (shown pending with the claim's reason); it goes with the pod.
+func TestManagerKeepsAReadyVolumeWhoseClaimStopsResolving(t *testing.T) {
+	pv := &v1.PersistentVolume{
+		ObjectMeta: metav1.ObjectMeta{Name: "pv-1"},
+		Spec: v1.PersistentVolumeSpec{
+			AccessModes:            []v1.PersistentVolumeAccessMode{v1.ReadWriteOnce},
+			PersistentVolumeSource: v1.PersistentVolumeSource{HostPath: &v1.HostPathVolumeSource{Path: "/data"}},
+			ClaimRef:               &v1.ObjectReference{Namespace: "default", Name: "data"},
+		},
+	}
+	claim := &v1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "data"},
+		Spec:       v1.PersistentVolumeClaimSpec{AccessModes: []v1.PersistentVolumeAccessMode{v1.ReadWriteOnce}},
+	}
+	pod := testPod("uid-1", "p", v1.Volume{Name: "data", VolumeSource: v1.VolumeSource{PersistentVolumeClaim: &v1.PersistentVolumeClaimVolumeSource{ClaimName: "data"}}})
+	tests := map[string]struct {
+		storage *manifest.Bundle
+		reason  string
+	}{
+		"volume and claim removed": {storage: &manifest.Bundle{}, reason: string(manifest.ReasonClaimNotFound)},
+		"volume removed":           {storage: &manifest.Bundle{PersistentVolumeClaims: []*v1.PersistentVolumeClaim{claim}}, reason: string(manifest.ReasonClaimNotBound)},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			e := newTestEnv(t)
+			e.m.MarkSourcesSynced()
+			e.start()
+			e.m.UpdateSources(
+				SourceUpdate{Source: "pod", Bundle: &manifest.Bundle{Pods: []*v1.Pod{pod}}},
+				SourceUpdate{Source: "storage", Bundle: &manifest.Bundle{PersistentVolumes: []*v1.PersistentVolume{pv}, PersistentVolumeClaims: []*v1.PersistentVolumeClaim{claim}}},
+			)
+			e.waitFor("claim volume ready", e.stateIs("uid-1", "data", StateReady))
+			dir := e.layout.PodVolumeDir("uid-1", fakePVPluginName, "pv-1")
+
+			e.m.UpdateSources(SourceUpdate{Source: "storage", Bundle: tc.storage})
+			e.never("a tear-down of a volume whose pod is still desired", func() bool { return e.pvPlugin.count(OperationTearDown, "pv-1") > 0 })
+			if !exists(dir) {
+				t.Error("the volume dir was removed")
+			}
+			pod, _ := e.m.Pod("uid-1")
+			if len(pod.Volumes) != 1 {
+				t.Fatalf("volumes = %+v, want one", pod.Volumes)
+			}
+			if v := pod.Volumes[0]; v.State != StatePending || v.Reason != tc.reason || !v.Desired || v.Path != dir || !strings.Contains(v.Message, "kept as set up") {
+				t.Errorf("volume whose claim stopped resolving: %+v", v)
+			}
+			if s := e.m.Summary(); s.Volumes[StatePending] != 1 || len(s.Volumes) != 1 {
+				t.Errorf("Summary().Volumes = %v, want 1 pending", s.Volumes)
+			}
+
+			// The claim resolves again: ready, without a new set-up.
+			e.m.UpdateSources(SourceUpdate{Source: "storage", Bundle: &manifest.Bundle{PersistentVolumes: []*v1.PersistentVolume{pv}, PersistentVolumeClaims: []*v1.PersistentVolumeClaim{claim}}})
+			e.waitFor("ready again", e.stateIs("uid-1", "data", StateReady))
+			if n := e.pvPlugin.count(OperationSetUp, "pv-1"); n != 1 {
+				t.Errorf("%d set-ups, want 1", n)
+			}
+
+			// The claim goes again, then the pod: the volume goes with the pod.
+			e.m.UpdateSources(SourceUpdate{Source: "storage", Bundle: tc.storage})
+			e.setPods("pod")
+			e.waitFor("torn down with its pod", func() bool { return !exists(e.layout.PodDir("uid-1")) })
+			if n := e.pvPlugin.count(OperationTearDown, "pv-1"); n != 1 {
+				t.Errorf("%d tear-downs, want 1", n)
+			}
+		})
+	}
+}
+
 func TestManagerBoundsEvents(t *testing.T) {
 	e := newTestEnv(t, func(c *Config) { c.MaxEvents = 3 })
 	for i := range 8 {

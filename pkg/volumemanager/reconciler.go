@@ -39,6 +39,9 @@ type volumeRecord struct {
 	want *desiredVolume
 	// podVolume is the pod's name for the volume, kept after the pod goes.
 	podVolume string
+	// claimPending is the pod's volume whose claim stopped resolving while
+	// this record, set up for it, keeps its previous want; nil otherwise.
+	claimPending *desiredVolume
 
 	actual        actualState
 	reconstructed bool
@@ -169,7 +172,9 @@ func (m *Manager) updateReadyLocked() {
 		return
 	}
 	for _, rec := range m.volumes {
-		if rec.want != nil && (rec.actual == actualReady || rec.finalHash != "") {
+		if rec.want != nil && (rec.actual == actualReady || rec.finalHash != "" || rec.claimPending != nil) {
+			// Kept while its claim does not resolve: it waits for the
+			// manifests, as a pending claim does.
 			continue
 		}
 		if !rec.tried {

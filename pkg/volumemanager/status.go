@@ -78,7 +78,7 @@ func (m *Manager) Summary() Summary {
 	sort.Slice(s.SourceErrors, func(i, j int) bool { return s.SourceErrors[i].Name < s.SourceErrors[j].Name })
 	for uid, dp := range m.pods {
 		for _, dv := range dp.volumes {
-			if !dv.resolved() {
+			if !dv.resolved() && dv.kept == nil {
 				s.Volumes[m.unresolvedStatus(uid, PodStatus{}, dv).State]++
 			}
 		}
@@ -88,7 +88,7 @@ func (m *Manager) Summary() Summary {
 			s.Pods++
 		}
 		for _, rec := range recs {
-			s.Volumes[rec.state]++
+			s.Volumes[recordState(rec)]++
 		}
 	}
 	return s
@@ -104,6 +104,11 @@ func (m *Manager) podStatusLocked(uid types.UID) PodStatus {
 	if desired {
 		ps.Source = dp.source
 		for _, dv := range dp.volumes {
+			if dv.kept != nil {
+				listed[dv.kept.key] = true
+				ps.Volumes = append(ps.Volumes, m.volumeStatusLocked(dv.kept))
+				continue
+			}
 			if !dv.resolved() {
 				ps.Volumes = append(ps.Volumes, m.unresolvedStatus(uid, ps, dv))
 				continue
@@ -159,6 +164,15 @@ func (m *Manager) unresolvedStatus(uid types.UID, ps PodStatus, dv *desiredVolum
 	return vs
 }
 
+// recordState is the state shown for rec: pending while its claim does not
+// resolve, whatever is on the host.
+func recordState(rec *volumeRecord) VolumeState {
+	if rec.claimPending != nil && rec.running == "" {
+		return StatePending
+	}
+	return rec.state
+}
+
 func (m *Manager) volumeStatusLocked(rec *volumeRecord) VolumeStatus {
 	vs := VolumeStatus{
 		PodUID:            rec.key.PodUID,
@@ -188,6 +202,17 @@ func (m *Manager) volumeStatusLocked(rec *volumeRecord) VolumeStatus {
 	}
 	if rec.state == StateReady && rec.sizeExceeded {
 		vs.Reason = ReasonSizeLimitExceeded
+	}
+	if dv := rec.claimPending; dv != nil && rec.running == "" {
+		msg := dv.reason
+		switch {
+		case dv.pending != nil:
+			msg = dv.pending.Error()
+		case dv.failure != nil:
+			msg = dv.failure.Error()
+		}
+		vs.State, vs.Reason = StatePending, dv.reason
+		vs.Message = "kept as set up while its claim does not resolve: " + msg
 	}
 	return vs
 }
