@@ -61,6 +61,17 @@ var errMirrorMissing = errors.New("mirror missing")
 // errNotMirrored means that the mirror lacks the commit asked for.
 var errNotMirrored = errors.New("commit not in mirror")
 
+// errMirrorTooBig means that a mirror grew past MaxSizeBytes. The mirror
+// only grows (git never collects its garbage), so this says nothing about
+// the volume: it is cloned directly, and the mirror forgotten.
+var errMirrorTooBig = errors.New("mirror grew past gitRepo.maxSizeBytes")
+
+// mirrorSizeError is the error of a mirror that grew past the size limit:
+// transient, and not errSizeLimit, which is the volume's own and final.
+func mirrorSizeError(repo string, sizeErr error) error {
+	return volume.NewTransientError(fmt.Errorf("failed to mirror %s: %w: %s", redactURL(repo), errMirrorTooBig, sizeErr.Error()))
+}
+
 // mirrorCache keeps a bare mirror per repository URL and makes volumes from
 // them without the network.
 type mirrorCache struct {
@@ -154,8 +165,10 @@ func (c *mirrorCache) entry(repo string) (cacheEntry, error) {
 
 // populate makes target a clone of repo at rev (the default branch when
 // empty) from repo's mirror, fetching it first unless rev is a full commit
-// id the mirror has. A Final error (unknown revision, size limit) holds for
-// a direct clone too; after any other error the caller clones directly.
+// id the mirror has. A Final error (unknown revision, objects refused, the
+// volume's own size limit) holds for a direct clone too; after any other
+// error, a mirror grown past the size limit (errMirrorTooBig) included, the
+// caller clones directly.
 func (c *mirrorCache) populate(ctx context.Context, repo, rev, target string) error {
 	e, err := c.entry(repo)
 	if err != nil {
@@ -473,8 +486,8 @@ func (c *mirrorCache) fetch(ctx context.Context, e cacheEntry, repo string) erro
 	if err != nil {
 		err = commandError(watched, "fetch "+redactURL(repo)+" into the cache", repo, out, err)
 	}
-	if sizeErr := stop(); sizeErr != nil && err == nil {
-		return volume.NewFinalError(fmt.Errorf("failed to fetch %s into the cache: %w (gitRepo.maxSizeBytes)", redactURL(repo), sizeErr))
+	if sizeErr := stop(); sizeErr != nil {
+		return mirrorSizeError(repo, sizeErr)
 	}
 	if err != nil {
 		// A fetch that git ended itself left a consistent mirror; one that
@@ -508,7 +521,7 @@ func (c *mirrorCache) create(ctx context.Context, e cacheEntry, repo string) err
 		err = commandError(watched, "mirror "+redactURL(repo), repo, out, err)
 	}
 	if sizeErr := stop(); sizeErr != nil {
-		return volume.NewFinalError(fmt.Errorf("failed to mirror %s: %w (gitRepo.maxSizeBytes)", redactURL(repo), sizeErr))
+		return mirrorSizeError(repo, sizeErr)
 	}
 	if err != nil {
 		return err

@@ -2,6 +2,7 @@ package gitrepo
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -412,4 +413,50 @@ func TestCacheErrorsUnderASizeLimit(t *testing.T) {
 			t.Errorf("server saw %d fetches of a refused repository, want 1 (no direct clone after a final error)", n)
 		}
 	})
+}
+
+// randomBlobs returns n files of 64 KiB of random (incompressible) content.
+func randomBlobs(prefix string, n int) []gitserver.Entry {
+	var entries []gitserver.Entry
+	for i := range n {
+		data := make([]byte, 64<<10)
+		rand.Read(data)
+		entries = append(entries, gitserver.Entry{Path: fmt.Sprintf("%s%03d.bin", prefix, i), Content: data})
+	}
+	return entries
+}
+
+// TestMirrorPastSizeLimit grows a mirror past MaxSizeBytes with branches
+// that upstream deletes again (a mirror never collects its garbage): a
+// volume that fits is then cloned directly, not failed, and the mirror is
+// dropped.
+func TestMirrorPastSizeLimit(t *testing.T) {
+	cfg := realConfig(true)
+	cfg.MaxSizeBytes = 1 << 20
+	env := newRealEnv(t, cfg)
+	s := newSampleRepo(t, env.srv, "grow.git")
+	src := v1.GitRepoVolumeSource{Repository: env.srv.HTTPURL("grow.git"), Revision: "main"}
+	env.mustSetUp(t, "first", src)
+	// Each branch fits in a volume, but not both in the mirror.
+	for i, branch := range []string{"big1", "big2"} {
+		if i > 0 {
+			if _, err := s.repo.Git("branch", "-D", "big1"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.repo.Branch(branch, s.second); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.repo.Commit(branch, branch, randomBlobs(branch, 9)...); err != nil {
+			t.Fatal(err)
+		}
+		path := env.mustSetUp(t, branch, src)
+		if got := userGit(t, filepath.Join(path, "grow"), "rev-parse", "HEAD"); got != s.second {
+			t.Errorf("HEAD = %s, want %s", got, s.second)
+		}
+	}
+	if mirrors := env.mirrors(); len(mirrors) != 0 {
+		t.Errorf("the mirror past the size limit was kept: %v", mirrors)
+	}
+	assertNoCacheLeftovers(t, env)
 }

@@ -41,9 +41,10 @@ type Config struct {
 	// included; when it passes, git's whole process group is killed. Zero
 	// means DefaultTimeout.
 	Timeout time.Duration
-	// MaxSizeBytes bounds the size on disk of one volume, and of one mirror;
-	// a clone that grows past it is killed and cleaned up. Zero means no
-	// limit.
+	// MaxSizeBytes bounds the size on disk of one volume, and of one mirror.
+	// A volume that grows past it is killed and cleaned up, and fails with a
+	// final error; a mirror that does is dropped and the volume cloned
+	// directly. Zero means no limit.
 	MaxSizeBytes int64
 	// MinGitVersion is the oldest git the plugin runs, as "2.30.0". Empty
 	// means DefaultMinGitVersion.
