@@ -218,6 +218,9 @@ func (m *Manager) recomputeDesiredLocked() {
 		}
 	}
 	m.pods = pods
+	for uid := range m.podNames {
+		m.prunePodNameLocked(uid)
+	}
 
 	// Unlink records that are no longer desired, then link the desired ones.
 	// A volume on the host whose pod is still desired but whose claim

@@ -138,7 +138,8 @@ type Manager struct {
 	volumes map[VolumeKey]*volumeRecord
 	byPod   map[types.UID]map[VolumeKey]*volumeRecord
 	// podNames remembers the namespace/name of the pods the sources
-	// declared, to name them while their volumes are torn down.
+	// declared, to name them while their volumes are torn down and their
+	// directory removed; see prunePodNameLocked.
 	podNames map[types.UID]types.NamespacedName
 	// orphans are undesired pods whose directory may be removed; removing
 	// holds those being removed, whose volumes may not be set up meanwhile.
@@ -382,6 +383,16 @@ func (m *Manager) podNameLocked(uid types.UID) string {
 		return n.String()
 	}
 	return ""
+}
+
+// prunePodNameLocked forgets the name of uid once nothing needs it: the pod
+// is not desired, has no volume record, and its directory is not waiting
+// for removal.
+func (m *Manager) prunePodNameLocked(uid types.UID) {
+	if _, desired := m.pods[uid]; desired || len(m.byPod[uid]) > 0 || m.orphans.Has(uid) || m.removing.Has(uid) {
+		return
+	}
+	delete(m.podNames, uid)
 }
 
 // fsGroupOf returns the pod's fsGroup, or nil.

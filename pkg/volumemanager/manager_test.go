@@ -631,6 +631,32 @@ func TestManagerKeepsAReadyVolumeWhoseClaimStopsResolving(t *testing.T) {
 	}
 }
 
+// The names of pods that are gone are forgotten once their volumes and
+// directory are, so that the Manager does not grow with every pod it saw.
+func TestManagerForgetsThePodNamesOfPodsThatAreGone(t *testing.T) {
+	e := newTestEnv(t)
+	e.m.MarkSourcesSynced()
+	e.start()
+	unbound := v1.Volume{Name: "c", VolumeSource: v1.VolumeSource{PersistentVolumeClaim: &v1.PersistentVolumeClaimVolumeSource{ClaimName: "missing"}}}
+	e.setPods("s", testPod("with-volume", "a", emptyDirVolume("v")), testPod("unresolved", "b", unbound), testPod("kept", "k", emptyDirVolume("v")))
+	e.waitFor("ready", e.stateIs("with-volume", "v", StateReady))
+	e.setPods("s", testPod("kept", "k", emptyDirVolume("v")))
+	e.waitFor("pod dir removed", func() bool { return !exists(e.layout.PodDir("with-volume")) })
+	e.waitFor("names of the pods that are gone forgotten", func() bool {
+		e.m.mu.Lock()
+		defer e.m.mu.Unlock()
+		_, kept := e.m.podNames["kept"]
+		return len(e.m.podNames) == 1 && kept && e.m.removing.Len() == 0
+	})
+	var named bool
+	for _, ev := range e.m.Events() {
+		named = named || (ev.Reason == ReasonTornDown && ev.PodUID == "with-volume" && ev.Pod == "default/a")
+	}
+	if !named {
+		t.Errorf("the tear-down event does not name the pod: %+v", e.m.Events())
+	}
+}
+
 func TestManagerBoundsEvents(t *testing.T) {
 	e := newTestEnv(t, func(c *Config) { c.MaxEvents = 3 })
 	for i := range 8 {

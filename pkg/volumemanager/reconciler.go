@@ -102,6 +102,7 @@ func (m *Manager) deleteRecordLocked(rec *volumeRecord) {
 			m.orphans.Insert(uid)
 		}
 	}
+	m.prunePodNameLocked(uid)
 }
 
 func (m *Manager) setStateLocked(rec *volumeRecord, state VolumeState, reason, message string) {

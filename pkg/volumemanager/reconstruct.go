@@ -192,6 +192,9 @@ func (m *Manager) removePodDirs(ctx context.Context, uids []types.UID) {
 	defer func() {
 		m.mu.Lock()
 		m.removing.Delete(uids...)
+		for _, uid := range uids {
+			m.prunePodNameLocked(uid)
+		}
 		m.mu.Unlock()
 	}()
 	logger := klog.FromContext(ctx)
