@@ -389,7 +389,8 @@ func (c *mirrorCache) pruneCheckouts(ctx context.Context, e cacheEntry) {
 
 // copyMirror clones the mirror into target with copied (not linked)
 // objects, so the volume depends on nothing outside it, then makes it look
-// like a clone of repo and checks rev out.
+// like a clone of repo and checks rev out. Without rev, a mirror whose HEAD
+// names no commit is a transient error, so that the caller clones directly.
 func (c *mirrorCache) copyMirror(ctx context.Context, e cacheEntry, repo, rev, target string) error {
 	args := []string{"clone", "--quiet", "--no-hardlinks"}
 	if rev != "" {
@@ -407,6 +408,13 @@ func (c *mirrorCache) copyMirror(ctx context.Context, e cacheEntry, repo, rev, t
 		klog.FromContext(ctx).V(4).Info("Failed to rewrite a volume's reflog", "path", gitDir, "err", err)
 	}
 	if rev == "" {
+		// The fetch never updates the mirror's HEAD: after upstream renames
+		// its default branch, HEAD names a branch that --prune removed and
+		// the clone has nothing checked out.
+		if out, err := c.git.runLocal(ctx, gitDir, "", "rev-parse", "--verify", "--quiet", "HEAD^{commit}"); err != nil {
+			return volume.NewTransientError(fmt.Errorf("the mirror of %s has no default branch (its HEAD names no commit): %w: %s",
+				redactURL(repo), err, strings.TrimSpace(string(out))))
+		}
 		return nil
 	}
 	return checkoutRevision(ctx, c.git, repo, rev, target)

@@ -460,3 +460,29 @@ func TestMirrorPastSizeLimit(t *testing.T) {
 	}
 	assertNoCacheLeftovers(t, env)
 }
+
+// TestMirrorAfterDefaultBranchRename renames upstream's default branch after
+// the mirror is made: a volume without a revision still gets the new
+// default branch checked out, not an empty work tree.
+func TestMirrorAfterDefaultBranchRename(t *testing.T) {
+	env := newRealEnv(t, realConfig(true))
+	s := newSampleRepo(t, env.srv, "rename.git")
+	src := v1.GitRepoVolumeSource{Repository: env.srv.HTTPURL("rename.git")}
+	env.mustSetUp(t, "before", src)
+	if _, err := s.repo.Git("branch", "-m", "main", "trunk"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.repo.SetHead("trunk"); err != nil {
+		t.Fatal(err)
+	}
+	// The first volume after the rename and the next, from a checkout.
+	for _, uid := range []string{"after", "again", "third"} {
+		work := filepath.Join(env.mustSetUp(t, uid, src), "rename")
+		if got := userGit(t, work, "rev-parse", "HEAD"); got != s.second {
+			t.Errorf("%s: HEAD = %s, want %s", uid, got, s.second)
+		}
+		if _, err := os.Stat(filepath.Join(work, "README.md")); err != nil {
+			t.Errorf("%s: work tree not checked out: %v", uid, err)
+		}
+	}
+}
