@@ -10,8 +10,9 @@
 // timeout and exponential backoff after failures.
 //
 // Before its first pass the Manager rebuilds the actual state from the root
-// dir (volume and metadata directories, ready markers and the mount table),
-// marking what it finds uncertain: volumes that the sources still want are
+// dir's volume and metadata directories, marking what it finds uncertain
+// (ready markers and the mount table are left to the plugins' SetUp and
+// TearDown, which check them): volumes that the sources still want are
 // set up again (a no-op for a ready volume), and the others are torn down
 // once every source has been read in full.
 //

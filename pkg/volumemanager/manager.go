@@ -62,8 +62,8 @@ type Config struct {
 	// is Layout.
 	Plugins *volume.VolumePluginMgr
 	Layout  volume.Layout
-	// Mounter lists the mount table, for reconstruction and for the removal
-	// of pod directories.
+	// Mounter lists the mount table when pod directories are removed: a
+	// pod dir with something still mounted in it is kept.
 	Mounter mount.Interface
 	// Clock defaults to the real clock.
 	Clock clock.WithTickerAndDelayedExecution

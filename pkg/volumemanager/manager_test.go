@@ -470,6 +470,34 @@ func TestManagerWaitsForEverySourceToLoadBeforeTearingDown(t *testing.T) {
 	e.waitFor("torn down once undesired", func() bool { return !exists(e.layout.PodDir("in-bad-file")) })
 }
 
+// countingMounter counts the reads of the mount table.
+type countingMounter struct {
+	*mount.FakeMounter
+	lists int
+}
+
+func (c *countingMounter) List() ([]mount.MountPoint, error) {
+	c.lists++
+	return c.FakeMounter.List()
+}
+
+// Reconstruction reads the volume and metadata dirs only: the plugins'
+// SetUp and TearDown check ready markers and mounts themselves.
+func TestReconstructDoesNotReadTheMountTable(t *testing.T) {
+	counting := &countingMounter{FakeMounter: mount.NewFakeMounter(nil)}
+	e := newTestEnv(t, func(c *Config) { c.Mounter = counting })
+	e.makeVolumeOnDisk("uid-1", "v", true)
+	if err := e.m.Reconstruct(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if counting.lists != 0 {
+		t.Errorf("Reconstruct read the mount table %d times", counting.lists)
+	}
+	if got := e.volume("uid-1", "v"); got.Volume != "v" || got.Desired {
+		t.Errorf("reconstructed volume: %+v", got)
+	}
+}
+
 func TestManagerTearDownAll(t *testing.T) {
 	e := newTestEnv(t)
 	e.m.MarkSourcesSynced()

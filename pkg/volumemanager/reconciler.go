@@ -43,10 +43,7 @@ type volumeRecord struct {
 	// this record, set up for it, keeps its previous want; nil otherwise.
 	claimPending *desiredVolume
 
-	actual        actualState
-	reconstructed bool
-	readyMarker   bool
-	mounted       bool
+	actual actualState
 
 	// running is the kind of the operation queued or running, or "".
 	running   OperationKind

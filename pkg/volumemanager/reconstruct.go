@@ -26,15 +26,15 @@ const wrappedPrefix = "wrapped_"
 
 // foundVolume is a volume found on disk.
 type foundVolume struct {
-	key         VolumeKey
-	path        string
-	readyMarker bool
+	key  VolumeKey
+	path string
 }
 
 // Reconstruct rebuilds the actual state from the root dir, once: every
 // volume dir (ROOT/pods/<uid>/volumes/<plugin>/<name>) and every metadata
 // dir without its volume dir (a tear-down that stopped half-way) becomes an
-// uncertain volume, to be set up again if a source wants it and torn down
+// uncertain volume (neither ready markers nor the mount table are read: the
+// plugins' SetUp and TearDown check those themselves), to be set up again if a source wants it and torn down
 // otherwise; pod dirs with no volume become candidates for removal. Run and
 // RunOnce call it; calling it earlier lets status show the volumes found.
 func (m *Manager) Reconstruct(ctx context.Context) error {
@@ -60,22 +60,10 @@ func (m *Manager) Reconstruct(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var mounted map[string]bool
-	if len(found) > 0 {
-		mountPoints, err := m.cfg.Mounter.List()
-		if err != nil {
-			return fmt.Errorf("failed to list mount points: %w", err)
-		}
-		mounted = make(map[string]bool, len(mountPoints))
-		for _, mp := range mountPoints {
-			mounted[mp.Path] = true
-		}
-	}
-
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, f := range found {
-		m.addFoundLocked(f, mounted[f.path])
+		m.addFoundLocked(f)
 	}
 	m.orphans.Insert(empty...)
 	m.reconstructed = true
@@ -83,7 +71,7 @@ func (m *Manager) Reconstruct(ctx context.Context) error {
 	return nil
 }
 
-func (m *Manager) addFoundLocked(f foundVolume, mounted bool) {
+func (m *Manager) addFoundLocked(f foundVolume) {
 	rec := m.volumes[f.key]
 	if rec == nil {
 		rec = m.newRecordLocked(f.key, f.path)
@@ -91,7 +79,6 @@ func (m *Manager) addFoundLocked(f foundVolume, mounted bool) {
 	if rec.actual == actualNone {
 		rec.actual = actualUncertain
 	}
-	rec.reconstructed, rec.readyMarker, rec.mounted = true, f.readyMarker, mounted
 	if _, err := m.cfg.Plugins.FindPluginByName(f.key.Plugin); err != nil {
 		m.setStateLocked(rec, StateFailed, ReasonNoPluginMatched, fmt.Sprintf("found on disk, but no loaded plugin is called %q", f.key.Plugin))
 	}
@@ -144,11 +131,7 @@ func (m *Manager) scanPod(uid types.UID) ([]foundVolume, error) {
 			return
 		}
 		seen[key] = true
-		found = append(found, foundVolume{
-			key:         key,
-			path:        m.cfg.Layout.PodVolumeDir(uid, plugin, name),
-			readyMarker: util.IsReady(m.cfg.Layout.VolumeMetadataDir(uid, plugin, name)),
-		})
+		found = append(found, foundVolume{key: key, path: m.cfg.Layout.PodVolumeDir(uid, plugin, name)})
 	}
 	for _, dir := range []string{m.cfg.Layout.PodVolumesDir(uid), m.cfg.Layout.PodPluginsDir(uid)} {
 		plugins, err := readDirIfExists(dir)
@@ -225,7 +208,7 @@ func (m *Manager) removePodDir(uid types.UID, mountPoints []mount.MountPoint) er
 	if len(found) > 0 {
 		m.mu.Lock()
 		for _, f := range found {
-			m.addFoundLocked(f, false)
+			m.addFoundLocked(f)
 		}
 		m.mu.Unlock()
 		m.Trigger()
