@@ -571,7 +571,7 @@ func (c *mirrorCache) repair(ctx context.Context, e cacheEntry) {
 	})
 	if exists(e.mirror()) {
 		if out, err := c.git.runLocal(ctx, e.mirror(), "", "fsck", "--connectivity-only", "--no-dangling", "--no-progress"); err != nil {
-			logger.Info("Removing a mirror that failed its check", "path", e.mirror(), "err", err, "output", tail(string(out), 512))
+			logger.Info("Removing a mirror that failed its check", "path", e.mirror(), "err", err, "output", tail(redactMessage(string(out), ""), 512))
 			c.discardLocked(ctx, e)
 		}
 	}

@@ -187,7 +187,9 @@ var unknownRevision = []string{
 // for an unknown revision, a size limit or objects that fail git's checks;
 // transient otherwise.
 func commandError(ctx context.Context, what, repo string, output []byte, err error) error {
-	msg := strings.TrimSpace(redactMessage(tail(string(output), 2048), repo))
+	// Redacted before it is cut: a cut inside a URL's user information
+	// would leave a part of a token that redaction no longer recognizes.
+	msg := strings.TrimSpace(tail(redactMessage(string(output), repo), 2048))
 	if msg != "" {
 		err = fmt.Errorf("failed to %s: %w: %s", what, redactError(err, repo), msg)
 	} else {

@@ -3,6 +3,7 @@ package gitrepo
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -606,4 +607,30 @@ func TestCleanerRemovesHalfDoneSetUp(t *testing.T) {
 			t.Errorf("%s left after TearDown (%v)", p, err)
 		}
 	}
+}
+
+// TestOutputCutAfterRedaction checks that a token in git's output is never
+// shown in part, wherever the output is cut.
+func TestOutputCutAfterRedaction(t *testing.T) {
+	const token = "abcdefghijklmnopqrstuvwx"
+	repo := "https://" + token + "@example.com/r.git"
+	line := "fatal: unable to access '" + repo + "/': error\n"
+	for cut := 0; cut < len(line); cut++ {
+		// The last 2048 bytes of the output start at line[cut:].
+		output := []byte(line + strings.Repeat("z", 2048-(len(line)-cut)))
+		err := commandError(context.Background(), "clone", repo, output, errors.New("exit status 128"))
+		if strings.Contains(err.Error(), token[len(token)/2:]) {
+			t.Fatalf("output cut at %d shows part of the token: %v", cut, err)
+		}
+	}
+	t.Run("tailBuffer", func(t *testing.T) {
+		for cut := 0; cut < len(line); cut++ {
+			// The kept bytes start at line[cut:].
+			b := &tailBuffer{limit: len(line) - cut + 10}
+			fmt.Fprintf(b, "%s%s", line, "0123456789")
+			if got := redactMessage(string(b.Bytes()), repo); strings.Contains(got, token[len(token)/2:]) {
+				t.Fatalf("tailBuffer cut at %d kept part of the token: %q", cut, got)
+			}
+		}
+	})
 }

@@ -46,9 +46,10 @@ func (processGroupRunner) Run(ctx context.Context, dir string, env []string, nam
 
 // tailBuffer keeps the last limit bytes written to it.
 type tailBuffer struct {
-	mu    sync.Mutex
-	limit int
-	buf   []byte
+	mu        sync.Mutex
+	limit     int
+	buf       []byte
+	truncated bool
 }
 
 func (b *tailBuffer) Write(p []byte) (int, error) {
@@ -57,14 +58,26 @@ func (b *tailBuffer) Write(p []byte) (int, error) {
 	b.buf = append(b.buf, p...)
 	if len(b.buf) > b.limit {
 		b.buf = append(b.buf[:0], b.buf[len(b.buf)-b.limit:]...)
+		b.truncated = true
 	}
 	return len(p), nil
 }
 
+// Bytes returns the output kept. When its start was dropped, the first,
+// partial line is dropped too: it may begin inside a URL's user
+// information, where redaction could no longer recognize a token.
 func (b *tailBuffer) Bytes() []byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return append([]byte(nil), b.buf...)
+	kept := b.buf
+	if b.truncated {
+		if i := bytes.IndexByte(kept, '\n'); i >= 0 {
+			kept = kept[i+1:]
+		} else {
+			kept = nil
+		}
+	}
+	return append([]byte(nil), kept...)
 }
 
 // killStrays kills every process whose environment holds env exactly: the
