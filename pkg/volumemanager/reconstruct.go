@@ -33,10 +33,11 @@ type foundVolume struct {
 // Reconstruct rebuilds the actual state from the root dir, once: every
 // volume dir (ROOT/pods/<uid>/volumes/<plugin>/<name>) and every metadata
 // dir without its volume dir (a tear-down that stopped half-way) becomes an
-// uncertain volume (neither ready markers nor the mount table are read: the
-// plugins' SetUp and TearDown check those themselves), to be set up again if a source wants it and torn down
-// otherwise; pod dirs with no volume become candidates for removal. Run and
-// RunOnce call it; calling it earlier lets status show the volumes found.
+// uncertain volume, to be set up again if a source wants it and torn down
+// otherwise; pod dirs with no volume become candidates for removal. Neither
+// ready markers nor the mount table are read: the plugins' SetUp and
+// TearDown check those themselves. Run and RunOnce call it; calling it
+// earlier lets status show the volumes found.
 func (m *Manager) Reconstruct(ctx context.Context) error {
 	m.mu.Lock()
 	done := m.reconstructed

@@ -78,7 +78,8 @@ func (m *Manager) sizeLoop(ctx context.Context) {
 }
 
 // diskUsage returns the bytes of the blocks allocated to dir and everything
-// beneath it on dir's file system, as du(1) counts them.
+// beneath it on dir's file system, as du(1) counts them: a file with several
+// hard links under dir is counted once.
 func diskUsage(dir string) (int64, error) {
 	root, err := os.Lstat(dir)
 	if err != nil {
@@ -89,6 +90,8 @@ func diskUsage(dir string) (int64, error) {
 		return 0, fmt.Errorf("failed to stat %q", dir)
 	}
 	var total int64
+	type inode struct{ dev, ino uint64 }
+	linked := map[inode]bool{}
 	err = filepath.WalkDir(dir, func(path string, entry fs.DirEntry, err error) error {
 		if err != nil {
 			// A file removed meanwhile is not counted.
@@ -107,6 +110,13 @@ func diskUsage(dir string) (int64, error) {
 				return filepath.SkipDir
 			}
 			return nil
+		}
+		if st.Nlink > 1 && !entry.IsDir() {
+			id := inode{dev: uint64(st.Dev), ino: st.Ino}
+			if linked[id] {
+				return nil
+			}
+			linked[id] = true
 		}
 		total += st.Blocks * 512
 		return nil
