@@ -34,19 +34,22 @@ const (
 type VolumeState string
 
 const (
-	// StatePending means the volume waits: for its claim to be bound, for a
-	// worker, or for the sources to be read before a reconstructed volume
-	// is judged.
+	// StatePending means the volume waits: for its claim to resolve (a
+	// volume already set up whose claim stopped resolving is kept, and
+	// shown pending), for the sources to be read before a volume found on
+	// disk is judged, or for its first set-up to be queued.
 	StatePending VolumeState = "pending"
-	// StateSettingUp means a set-up is running.
+	// StateSettingUp means a set-up is queued for a worker or running.
 	StateSettingUp VolumeState = "settingUp"
 	// StateReady means the volume is set up.
 	StateReady VolumeState = "ready"
 	// StateFailed means the last operation failed; Retry says whether and
 	// when it is tried again.
 	StateFailed VolumeState = "failed"
-	// StateTearingDown means the volume is no longer desired and is being
-	// torn down (or waits for its next tear-down attempt).
+	// StateTearingDown means the volume is no longer desired and a
+	// tear-down is queued for a worker or running (or was cancelled by a
+	// stop). After a failed tear-down the volume is StateFailed until the
+	// next attempt starts.
 	StateTearingDown VolumeState = "tearingDown"
 )
 
