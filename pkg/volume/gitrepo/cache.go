@@ -276,6 +276,18 @@ func (c *mirrorCache) produce(ctx context.Context, e cacheEntry, repo, rev, targ
 	if err := copyTree(ctx, dir, target); err != nil {
 		return volume.NewTransientError(fmt.Errorf("failed to copy the checkout of %s: %w", redactURL(repo), err))
 	}
+	// The checkout names the repository as the volume that made it spelled
+	// it; this volume may spell it otherwise.
+	gitDir := filepath.Join(target, ".git")
+	out, err := c.git.runLocal(ctx, gitDir, "", "config", "--get", "remote.origin.url")
+	if err != nil {
+		return commandError(ctx, "read the origin of a checkout of "+redactURL(repo), repo, out, err)
+	}
+	if origin := strings.TrimSpace(string(out)); origin != repo {
+		if err := c.setOrigin(ctx, gitDir, anonymizeURL(origin), repo); err != nil {
+			return err
+		}
+	}
 	if err := refreshIndexStat(target); err != nil {
 		klog.FromContext(ctx).V(4).Info("Left a copied index's stat data as it was", "path", target, "err", err)
 	}
@@ -401,11 +413,8 @@ func (c *mirrorCache) copyMirror(ctx context.Context, e cacheEntry, repo, rev, t
 		return commandError(ctx, "copy the mirror of "+redactURL(repo), repo, out, err)
 	}
 	gitDir := filepath.Join(target, ".git")
-	if out, err := c.git.runLocal(ctx, gitDir, "", "config", "remote.origin.url", repo); err != nil {
-		return commandError(ctx, "set the origin of "+redactURL(repo), repo, out, err)
-	}
-	if err := rewriteCloneReflog(gitDir, e.mirror(), repo); err != nil {
-		klog.FromContext(ctx).V(4).Info("Failed to rewrite a volume's reflog", "path", gitDir, "err", err)
+	if err := c.setOrigin(ctx, gitDir, e.mirror(), repo); err != nil {
+		return err
 	}
 	if rev == "" {
 		// The fetch never updates the mirror's HEAD: after upstream renames
@@ -420,10 +429,22 @@ func (c *mirrorCache) copyMirror(ctx context.Context, e cacheEntry, repo, rev, t
 	return checkoutRevision(ctx, c.git, repo, rev, target)
 }
 
+// setOrigin makes the clone at gitDir, cloned from "from", name repo as its
+// origin and in its reflogs, as a direct clone of repo would.
+func (c *mirrorCache) setOrigin(ctx context.Context, gitDir, from, repo string) error {
+	if out, err := c.git.runLocal(ctx, gitDir, "", "config", "remote.origin.url", repo); err != nil {
+		return commandError(ctx, "set the origin of "+redactURL(repo), repo, out, err)
+	}
+	if err := rewriteCloneReflog(gitDir, from, repo); err != nil {
+		klog.FromContext(ctx).V(4).Info("Failed to rewrite a volume's reflog", "path", gitDir, "err", err)
+	}
+	return nil
+}
+
 // rewriteCloneReflog names repo, as a direct clone would, where the reflogs
-// of a clone of mirror name the mirror.
-func rewriteCloneReflog(gitDir, mirror, repo string) error {
-	from, to := "clone: from "+mirror, "clone: from "+anonymizeURL(repo)
+// of a clone of source name source.
+func rewriteCloneReflog(gitDir, source, repo string) error {
+	from, to := "clone: from "+source, "clone: from "+anonymizeURL(repo)
 	return filepath.WalkDir(filepath.Join(gitDir, "logs"), func(path string, entry fs.DirEntry, err error) error {
 		if err != nil || !entry.Type().IsRegular() {
 			return err

@@ -486,3 +486,25 @@ func TestMirrorAfterDefaultBranchRename(t *testing.T) {
 		}
 	}
 }
+
+// TestCopiedCheckoutNamesItsOwnURL sets volumes of one repository up, spelt
+// two ways that share a mirror: each names its own spelling as its origin
+// and in its reflog, also when copied from a checkout another spelling made.
+func TestCopiedCheckoutNamesItsOwnURL(t *testing.T) {
+	env := newRealEnv(t, realConfig(true))
+	s := newSampleRepo(t, env.srv, "spelt.git")
+	plain := env.srv.HTTPURL("spelt.git")
+	for i, repo := range []string{plain, plain, plain + "/", plain + "/"} {
+		uid := fmt.Sprintf("pod%d", i)
+		work := env.mustSetUp(t, uid, v1.GitRepoVolumeSource{Repository: repo, Revision: s.first, Directory: "."})
+		if got := userGit(t, work, "config", "remote.origin.url"); got != repo {
+			t.Errorf("%s: remote.origin.url = %q, want %q", uid, got, repo)
+		}
+		if got := userGit(t, work, "reflog", "--format=%gs"); !strings.Contains(got+"\n", "clone: from "+repo+"\n") {
+			t.Errorf("%s: reflog = %q, want a clone from %q", uid, got, repo)
+		}
+	}
+	if len(env.mirrors()) != 1 {
+		t.Errorf("mirrors = %v, want one shared", env.mirrors())
+	}
+}
