@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -99,5 +100,46 @@ func TestAgentRestartKeepsVolumesInUse(t *testing.T) {
 		if ev.PodUID != "" && ev.Type != "Normal" {
 			t.Errorf("unexpected event after restart: %+v", ev)
 		}
+	}
+}
+
+// TestAgentRestartKeepsTheVolumesOfAManifestThatFailsToLoad: a manifest broken
+// while the agent was stopped declares no pods after the restart; its
+// volumes found on disk are kept (and the agent not ready) until it loads.
+func TestAgentRestartKeepsTheVolumesOfAManifestThatFailsToLoad(t *testing.T) {
+	e := newEnv(t)
+	e.writeManifest("web.yaml", podManifest("web", "web-1"))
+	a := e.start()
+	waitFor(t, "web ready", 30*time.Second, podReady(a, "default/web"))
+	notes := filepath.Join(e.root, "pods", "web-1", "volumes", "kubernetes.io~empty-dir", "scratch", "notes")
+	if err := os.WriteFile(notes, []byte("keep me"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.stop(syscall.SIGTERM, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+
+	e.writeManifest("web.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: web\n  uid: web-1\n")
+	a = e.start()
+	waitFor(t, "the broken file's error", 10*time.Second, func(ctx context.Context) (bool, error) {
+		status, err := a.client.Status(ctx)
+		return err == nil && len(status.SourceErrors) == 1 && strings.HasSuffix(status.SourceErrors[0].Name, "web.yaml"), nil
+	})
+	// Give the agent time to act on what it found.
+	if err := waitForErr(time.Second, func(ctx context.Context) (bool, error) {
+		_, err := os.Stat(notes)
+		return err != nil, nil
+	}); err == nil {
+		t.Fatalf("the volume of the broken file was torn down; agent log:\n%s", a.output())
+	}
+	if err := a.client.Readyz(t.Context()); err == nil {
+		t.Error("readyz is ok while a manifest never loaded")
+	}
+
+	e.writeManifest("web.yaml", podManifest("web", "web-1"))
+	waitFor(t, "web ready once fixed", 30*time.Second, podReady(a, "default/web"))
+	waitFor(t, "readyz once fixed", 10*time.Second, func(ctx context.Context) (bool, error) { return a.client.Readyz(ctx) == nil, nil })
+	if data, err := os.ReadFile(notes); err != nil || string(data) != "keep me" {
+		t.Errorf("file in the volume after the fix: %q, %v", data, err)
 	}
 }
