@@ -232,24 +232,20 @@ func (p *plugin) NewCleaner(volName string, podUID types.UID) (volume.Cleaner, e
 
 func (p *plugin) volume(volName string, podUID types.UID) gitRepoVolume {
 	return gitRepoVolume{
-		plugin:  p,
-		volName: volName,
-		podUID:  podUID,
-		path:    p.host.GetPodVolumeDir(podUID, PluginName, volName),
-		metaDir: filepath.Join(p.host.GetPodPluginDir(podUID, PluginName), volName),
+		VolumeDirs: volume.NewVolumeDirs(p.host, PluginName, podUID, volName),
+		plugin:     p,
+		volName:    volName,
+		podUID:     podUID,
 	}
 }
 
 // gitRepoVolume is what a Builder and a Cleaner share: where the volume is.
 type gitRepoVolume struct {
+	volume.VolumeDirs
 	plugin  *plugin
 	volName string
 	podUID  types.UID
-	path    string
-	metaDir string
 }
-
-func (v gitRepoVolume) GetPath() string { return v.path }
 
 // wrappedSpec is the spec of the emptyDir that holds the volume.
 func (v gitRepoVolume) wrappedSpec() volume.Spec {
@@ -278,7 +274,7 @@ func (b *builder) GetAttributes() volume.Attributes {
 	return volume.Attributes{ReadOnly: false, Managed: true}
 }
 
-func (b *builder) SetUp(fsGroup *int64) error { return b.SetUpAt(b.path, fsGroup) }
+func (b *builder) SetUp(fsGroup *int64) error { return b.SetUpAt(b.Path, fsGroup) }
 
 // SetUpAt sets the volume up at dir: a wrapped emptyDir, the repository
 // cloned beside it (from the cache when it is on) and renamed into place,
@@ -287,7 +283,7 @@ func (b *builder) SetUp(fsGroup *int64) error { return b.SetUpAt(b.path, fsGroup
 // the staging dir is removed and the wrapped emptyDir torn down; if that
 // cleanup fails the error is Uncertain.
 func (b *builder) SetUpAt(dir string, fsGroup *int64) error {
-	if util.IsReady(b.metaDir) {
+	if util.IsReady(b.MetadataDir) {
 		return nil
 	}
 	ctx, cancel := context.WithTimeoutCause(b.opts.ContextOrBackground(), b.plugin.cfg.Timeout, errTimeout)
@@ -335,7 +331,7 @@ func (b *builder) setUp(ctx context.Context, dir string, fsGroup *int64) error {
 	if err := util.SetVolumeOwnership(dir, fsGroup, false); err != nil {
 		return err
 	}
-	return util.SetReady(b.metaDir)
+	return util.SetReady(b.MetadataDir)
 }
 
 // renameIntoPlace replaces the empty dir with staging. A dir that is not
@@ -470,14 +466,14 @@ type cleaner struct {
 	gitRepoVolume
 }
 
-func (c *cleaner) TearDown() error { return c.TearDownAt(c.path) }
+func (c *cleaner) TearDown() error { return c.TearDownAt(c.Path) }
 
 // TearDownAt removes the ready marker first, so that a tear-down cut short
 // never leaves a volume marked ready, then any staging dir, then the wrapped
 // emptyDir with the clone in it (never following a symlink out, never
 // crossing a mount). A volume already gone is a success.
 func (c *cleaner) TearDownAt(dir string) error {
-	if err := util.RemoveMetadataDir(c.metaDir); err != nil {
+	if err := util.RemoveMetadataDir(c.MetadataDir); err != nil {
 		return err
 	}
 	if err := c.removeStaging(dir); err != nil {
