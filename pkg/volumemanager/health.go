@@ -11,12 +11,16 @@ import (
 	"github.com/volume-agent/volume-agent/pkg/volume"
 )
 
-// CheckPluginHealth runs the health check of every plugin that has one
+// CheckPlugins runs the health check of every plugin that has one
 // (volume.HealthCheckingPlugin), at once and each bounded by a timeout, and
-// keeps the results for Plugins. A plugin that turns unusable is an event.
-func (m *Manager) CheckPluginHealth(ctx context.Context) {
+// returns the status of every loaded plugin, ordered by name. A plugin
+// without a check is taken as usable. now stamps the checks.
+func CheckPlugins(ctx context.Context, plugins *volume.VolumePluginMgr, now func() time.Time) []PluginStatus {
+	loaded := plugins.ListPlugins()
+	out := make([]PluginStatus, len(loaded))
 	var wg sync.WaitGroup
-	for _, plugin := range m.cfg.Plugins.ListPlugins() {
+	for i, plugin := range loaded {
+		out[i] = uncheckedStatus(plugin)
 		checker, ok := plugin.(volume.HealthCheckingPlugin)
 		if !ok {
 			continue
@@ -25,23 +29,45 @@ func (m *Manager) CheckPluginHealth(ctx context.Context) {
 			checkCtx, cancel := context.WithTimeout(ctx, healthCheckTimeout)
 			defer cancel()
 			health := checker.CheckHealth(checkCtx)
-			m.mu.Lock()
-			defer m.mu.Unlock()
-			previous, seen := m.health[plugin.Name()]
-			m.health[plugin.Name()] = PluginStatus{
-				Checked:   true,
-				Usable:    health.Usable,
-				Message:   health.Message,
-				Details:   health.Details,
-				CheckedAt: m.cfg.Clock.Now().UTC(),
-			}
-			if !health.Usable && (!seen || previous.Usable) {
-				m.recordEventLocked(Event{Type: EventWarning, Reason: ReasonPluginUnhealthy, Source: plugin.Name(),
-					Message: "volume plugin " + plugin.Name() + " is not usable: " + health.Message})
-			}
+			out[i].Checked = true
+			out[i].Usable = health.Usable
+			out[i].Message = health.Message
+			out[i].Details = health.Details
+			out[i].CheckedAt = now().UTC()
 		})
 	}
 	wg.Wait()
+	return out
+}
+
+// uncheckedStatus is plugin's status before any health check: usable.
+func uncheckedStatus(plugin volume.VolumePlugin) PluginStatus {
+	st := PluginStatus{Name: plugin.Name(), Usable: true}
+	if persistent, ok := plugin.(volume.PersistentVolumePlugin); ok {
+		for _, mode := range persistent.GetAccessModes() {
+			st.AccessModes = append(st.AccessModes, string(mode))
+		}
+	}
+	return st
+}
+
+// CheckPluginHealth checks every plugin (CheckPlugins) and keeps the results
+// for Plugins. A plugin that turns unusable is an event.
+func (m *Manager) CheckPluginHealth(ctx context.Context) {
+	statuses := CheckPlugins(ctx, m.cfg.Plugins, m.cfg.Clock.Now)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, status := range statuses {
+		if !status.Checked {
+			continue
+		}
+		previous, seen := m.health[status.Name]
+		m.health[status.Name] = status
+		if !status.Usable && (!seen || previous.Usable) {
+			m.recordEventLocked(Event{Type: EventWarning, Reason: ReasonPluginUnhealthy, Source: status.Name,
+				Message: "volume plugin " + status.Name + " is not usable: " + status.Message})
+		}
+	}
 }
 
 // Plugins returns every loaded plugin with its access modes and its last
@@ -54,13 +80,7 @@ func (m *Manager) Plugins() []PluginStatus {
 	for _, plugin := range plugins {
 		st, ok := m.health[plugin.Name()]
 		if !ok {
-			st = PluginStatus{Usable: true}
-		}
-		st.Name = plugin.Name()
-		if persistent, ok := plugin.(volume.PersistentVolumePlugin); ok {
-			for _, mode := range persistent.GetAccessModes() {
-				st.AccessModes = append(st.AccessModes, string(mode))
-			}
+			st = uncheckedStatus(plugin)
 		}
 		out = append(out, st)
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/volume-agent/volume-agent/cmd/volume-agent/app"
+	"github.com/volume-agent/volume-agent/pkg/volumemanager"
 
 	"example.com/volume-agent-outoftree/attrfiles"
 )
@@ -21,7 +22,7 @@ func TestPluginIsRegistered(t *testing.T) {
 	if code != app.ExitOK {
 		t.Fatalf("plugins exited %d: %s", code, stderr.String())
 	}
-	var statuses []app.PluginStatus
+	var statuses []volumemanager.PluginStatus
 	if err := json.Unmarshal(stdout.Bytes(), &statuses); err != nil {
 		t.Fatalf("plugins -o json printed %q: %v", stdout.String(), err)
 	}
