@@ -242,7 +242,7 @@ func (c *mirrorCache) produce(ctx context.Context, e cacheEntry, repo, rev, targ
 	if !current() {
 		unlock()
 		if checkCommit {
-			if _, err := c.git.runOnMirror(ctx, e.mirror(), "", "cat-file", "-e", rev+"^{commit}"); err != nil {
+			if _, err := c.git.runOnMirror(ctx, e.mirror(), "cat-file", "-e", rev+"^{commit}"); err != nil {
 				return errNotMirrored
 			}
 		}
@@ -306,7 +306,7 @@ func (c *mirrorCache) mirrorState(ctx context.Context, e cacheEntry) (string, er
 	sum := sha256.New()
 	fmt.Fprintf(sum, "%d\n", info.Sys().(*syscall.Stat_t).Ino)
 	if exists(filepath.Join(e.mirror(), "reftable")) {
-		out, err := c.git.runOnMirror(ctx, e.mirror(), "", "for-each-ref", "--format=%(objectname) %(refname)")
+		out, err := c.git.runOnMirror(ctx, e.mirror(), "for-each-ref", "--format=%(objectname) %(refname)")
 		if err != nil {
 			return "", commandError(ctx, "list the refs of a mirror", "", out, err)
 		}
@@ -404,12 +404,12 @@ func (c *mirrorCache) pruneCheckouts(ctx context.Context, e cacheEntry) {
 // like a clone of repo and checks rev out. Without rev, a mirror whose HEAD
 // names no commit is a transient error, so that the caller clones directly.
 func (c *mirrorCache) copyMirror(ctx context.Context, e cacheEntry, repo, rev, target string) error {
-	args := []string{"clone", "--quiet", "--no-hardlinks"}
+	args := []string{"--quiet", "--no-hardlinks"}
 	if rev != "" {
 		args = append(args, "--no-checkout")
 	}
 	args = append(args, "--", e.mirror(), target)
-	if out, err := c.git.runOnMirror(ctx, "", "", args...); err != nil {
+	if out, err := c.git.cloneMirror(ctx, args...); err != nil {
 		return commandError(ctx, "copy the mirror of "+redactURL(repo), repo, out, err)
 	}
 	gitDir := filepath.Join(target, ".git")

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -16,8 +17,13 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/mount-utils"
+	"k8s.io/utils/clock"
+	utilexec "k8s.io/utils/exec"
 
 	"github.com/volume-agent/volume-agent/pkg/volume"
+	"github.com/volume-agent/volume-agent/pkg/volume/emptydir"
+	volumetesting "github.com/volume-agent/volume-agent/pkg/volume/testing"
 	"github.com/volume-agent/volume-agent/test/gitserver"
 )
 
@@ -507,4 +513,39 @@ func TestCopiedCheckoutNamesItsOwnURL(t *testing.T) {
 	if len(env.mirrors()) != 1 {
 		t.Errorf("mirrors = %v, want one shared", env.mirrors())
 	}
+}
+
+// recordingRunner runs commands through processGroupRunner and records
+// their arguments.
+type recordingRunner struct {
+	mu   sync.Mutex
+	args [][]string
+}
+
+func (r *recordingRunner) Run(ctx context.Context, dir string, env []string, name string, args ...string) ([]byte, error) {
+	r.mu.Lock()
+	r.args = append(r.args, args)
+	r.mu.Unlock()
+	return processGroupRunner{}.Run(ctx, dir, env, name, args...)
+}
+
+// TestMirrorCloneRunsInAProcessGroup checks that a volume's clone of the
+// mirror, which starts git-upload-pack, runs in a process group of its own
+// that a timeout kills whole.
+func TestMirrorCloneRunsInAProcessGroup(t *testing.T) {
+	env := &realEnv{t: t, root: t.TempDir(), srv: gitserver.StartForTest(t), cfg: realConfig(true)}
+	network := &recordingRunner{}
+	env.host, env.mgr = volumetesting.NewFakeVolumeHost(t, env.root,
+		append([]volume.VolumePlugin{newPlugin(env.cfg, network)}, emptydir.ProbeVolumePlugins()...),
+		volumetesting.FakeHostOptions{Mounter: mount.New(""), Exec: utilexec.New(), Clock: clock.RealClock{}})
+	newSampleRepo(t, env.srv, "sample.git")
+	env.mustSetUp(t, "pod", v1.GitRepoVolumeSource{Repository: env.srv.HTTPURL("sample.git"), Revision: "main"})
+	network.mu.Lock()
+	defer network.mu.Unlock()
+	for _, args := range network.args {
+		if slices.Contains(args, "clone") && len(env.mirrors()) == 1 && slices.Contains(args, env.mirrors()[0]) {
+			return
+		}
+	}
+	t.Errorf("no clone of the mirror %v ran in a process group; those that did: %q", env.mirrors(), network.args)
 }

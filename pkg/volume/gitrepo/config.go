@@ -38,7 +38,9 @@ type Config struct {
 	// transport (ext::, fd::, ftp, remote helpers) is always refused.
 	AllowedProtocols []string
 	// Timeout bounds one volume's set-up, the fetch and the checkout
-	// included; when it passes, git's whole process group is killed. Zero
+	// included; when it passes, the running git command is killed: a clone
+	// or fetch with its whole process group (every helper it started), a
+	// command that starts no helper (checkout, reset, fsck) alone. Zero
 	// means DefaultTimeout.
 	Timeout time.Duration
 	// MaxSizeBytes bounds the size on disk of one volume, and of one mirror.

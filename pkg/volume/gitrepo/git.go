@@ -19,10 +19,12 @@ const gitCommand = "git"
 // commandRunner runs one command to completion and returns its combined
 // output. It exists beside exec.Interface because exec.Interface cannot start
 // a process in a process group of its own nor kill that group: its
-// CommandContext kills git alone, and the helpers git starts for the network
-// (git-remote-http, index-pack, ssh) would live on, writing into a staging
-// dir that is being removed. Commands that start no helper go through
-// exec.Interface.
+// CommandContext kills git alone, and the helpers git starts for a transfer
+// (git-remote-http, index-pack, ssh, and git-upload-pack even for a clone of
+// a local mirror) would live on, writing into a staging dir that is being
+// removed. Clones and fetches go through the process-group runner; commands
+// that start no helper (checkout, reset, config, fsck, cat-file, rev-parse)
+// go through exec.Interface, and are killed alone.
 type commandRunner interface {
 	Run(ctx context.Context, dir string, env []string, name string, args ...string) ([]byte, error)
 }
@@ -45,8 +47,8 @@ func (r execRunner) Run(ctx context.Context, dir string, env []string, name stri
 type git struct {
 	// local runs commands that start no other process.
 	local commandRunner
-	// network runs commands that may start helpers (clone, fetch), each in
-	// its own process group.
+	// network runs commands that may start helpers (clones, of the mirror
+	// too, and fetches), each in its own process group.
 	network commandRunner
 	// home is an empty private dir: HOME and the cwd of every command.
 	home string
@@ -160,10 +162,20 @@ func (g *git) runNetwork(ctx context.Context, gitDir string, args ...string) ([]
 	return g.network.Run(ctx, g.home, g.env, gitCommand, gitArgs(g.protocols, gitDir, "", args...)...)
 }
 
-// runOnMirror runs a git command that reads a local mirror: only the file
-// protocol is allowed, for the mirror's path, which the plugin chose.
-func (g *git) runOnMirror(ctx context.Context, gitDir, workTree string, args ...string) ([]byte, error) {
-	return g.local.Run(ctx, g.home, g.env, gitCommand, gitArgs([]string{"file"}, gitDir, workTree, args...)...)
+// mirrorProtocols are the protocols of a command on a local mirror: only
+// the file protocol, for the mirror's path, which the plugin chose.
+var mirrorProtocols = []string{"file"}
+
+// runOnMirror runs a git command that reads a local mirror and starts no
+// helper.
+func (g *git) runOnMirror(ctx context.Context, gitDir string, args ...string) ([]byte, error) {
+	return g.local.Run(ctx, g.home, g.env, gitCommand, gitArgs(mirrorProtocols, gitDir, "", args...)...)
+}
+
+// cloneMirror runs "git clone args..." of a local mirror in its own process
+// group: even a local clone starts git-upload-pack.
+func (g *git) cloneMirror(ctx context.Context, args ...string) ([]byte, error) {
+	return g.network.Run(ctx, g.home, g.env, gitCommand, gitArgs(mirrorProtocols, "", "", append([]string{"clone"}, args...)...)...)
 }
 
 // Causes of a cancelled set-up, told apart by context.Cause.
