@@ -17,8 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/volume-agent/volume-agent/test/testbin"
-
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/mount-utils"
 
@@ -26,6 +24,7 @@ import (
 	"github.com/volume-agent/volume-agent/pkg/server"
 	volumetesting "github.com/volume-agent/volume-agent/pkg/volume/testing"
 	"github.com/volume-agent/volume-agent/pkg/volumemanager"
+	"github.com/volume-agent/volume-agent/test/testbin"
 )
 
 // binary is the volume-agent built for this test run.

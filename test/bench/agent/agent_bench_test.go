@@ -17,8 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/volume-agent/volume-agent/test/testbin"
-
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/mount-utils"
 
@@ -27,6 +25,7 @@ import (
 	volumetesting "github.com/volume-agent/volume-agent/pkg/volume/testing"
 	"github.com/volume-agent/volume-agent/pkg/volume/util"
 	"github.com/volume-agent/volume-agent/pkg/volumemanager"
+	"github.com/volume-agent/volume-agent/test/testbin"
 )
 
 var binary string
