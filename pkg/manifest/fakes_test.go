@@ -104,15 +104,6 @@ func newFakeFlocker() *fakePersistentPlugin {
 	}
 }
 
-// newFakeHostPath returns a fake plugin that supports hostPath
-// PersistentVolumes but is not a PersistentVolumePlugin.
-func newFakeHostPath() *fakePlugin {
-	return &fakePlugin{name: "kubernetes.io/host-path", canSupport: func(spec *volume.Spec) bool {
-		return (spec.Volume != nil && spec.Volume.HostPath != nil) ||
-			(spec.PersistentVolume != nil && spec.PersistentVolume.Spec.HostPath != nil)
-	}}
-}
-
 func newPluginMgr(t *testing.T, plugins ...volume.VolumePlugin) *volume.VolumePluginMgr {
 	t.Helper()
 	mgr := &volume.VolumePluginMgr{}

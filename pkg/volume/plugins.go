@@ -163,7 +163,6 @@ func WrappedVolumeName(volName string) string { return "wrapped_" + volName }
 type VolumePluginMgr struct {
 	mu      sync.RWMutex
 	plugins map[string]VolumePlugin
-	host    VolumeHost
 }
 
 // InitPlugins loads plugins with host. A plugin whose name is not a valid
@@ -175,7 +174,6 @@ func (m *VolumePluginMgr) InitPlugins(plugins []VolumePlugin, host VolumeHost) e
 	if m.plugins == nil {
 		m.plugins = map[string]VolumePlugin{}
 	}
-	m.host = host
 	var errs []error
 	for _, plugin := range plugins {
 		name := plugin.Name()
@@ -196,13 +194,6 @@ func (m *VolumePluginMgr) InitPlugins(plugins []VolumePlugin, host VolumeHost) e
 		klog.V(1).InfoS("Loaded volume plugin", "pluginName", name)
 	}
 	return utilerrors.NewAggregate(errs)
-}
-
-// Host returns the host the plugins were loaded with.
-func (m *VolumePluginMgr) Host() VolumeHost {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	return m.host
 }
 
 // ListPlugins returns the loaded plugins ordered by name.
