@@ -75,3 +75,18 @@ func IsUncertain(err error) bool { return err != nil && ClassOf(err) == Uncertai
 // ErrNoPluginMatched is returned, wrapped in a final error, when no plugin
 // supports a volume's spec.
 var ErrNoPluginMatched = errors.New("no volume plugin matched")
+
+// Errors of ProvisionableVolumePlugin, wrapped with the details.
+var (
+	// ErrInvalidProvisionOptions: the name or another option is not
+	// acceptable to the storage.
+	ErrInvalidProvisionOptions = errors.New("invalid provision options")
+	// ErrCapacityOutOfRange: no capacity the storage supports lies in the
+	// required and limit bounds.
+	ErrCapacityOutOfRange = errors.New("capacity out of range")
+	// ErrVolumeExists: a volume of that name exists with a capacity outside
+	// the bounds asked for.
+	ErrVolumeExists = errors.New("a volume of that name exists with another capacity")
+	// ErrVolumeNotFound: there is no such volume.
+	ErrVolumeNotFound = errors.New("volume not found")
+)

@@ -272,3 +272,44 @@ func AccessModesCover(supported, wanted []v1.PersistentVolumeAccessMode) bool {
 	}
 	return true
 }
+
+// ProvisionOptions are what ProvisionableVolumePlugin.Provision is asked for.
+type ProvisionOptions struct {
+	// Name is the caller's unique name for the volume (a CSI CreateVolume
+	// name). Provision with a name already used returns that volume.
+	Name string
+	// RequiredBytes is the least capacity wanted, LimitBytes the most; zero
+	// means no bound. The plugin rounds to what its storage can do.
+	RequiredBytes, LimitBytes int64
+	// Metadata is stored with the volume where the storage allows it.
+	Metadata map[string]string
+}
+
+// ProvisionedVolume is a volume a ProvisionableVolumePlugin created.
+type ProvisionedVolume struct {
+	// ID identifies the volume in the storage system (a Flocker dataset UUID).
+	ID string
+	// Name is the name it was provisioned under, if the storage records one.
+	Name string
+	// CapacityBytes is its size; zero when unlimited or unknown.
+	CapacityBytes int64
+}
+
+// ProvisionableVolumePlugin is a PersistentVolumePlugin that can create and
+// delete the storage behind PersistentVolumes, as the kubelet's dynamic
+// provisioners and deleters do. Errors wrap ErrInvalidProvisionOptions,
+// ErrCapacityOutOfRange, ErrVolumeExists or ErrVolumeNotFound where a caller
+// must tell them apart; others are the storage's, classed as for set-up.
+type ProvisionableVolumePlugin interface {
+	PersistentVolumePlugin
+	// Provision creates the volume opts.Name, or returns the volume created
+	// under that name before when its capacity satisfies opts (else
+	// ErrVolumeExists). It is idempotent; calls for one name are serialized.
+	Provision(ctx context.Context, opts ProvisionOptions) (*ProvisionedVolume, error)
+	// GetVolume returns the volume id, or ErrVolumeNotFound when there is no
+	// such volume (or it was deleted).
+	GetVolume(ctx context.Context, id string) (*ProvisionedVolume, error)
+	// Delete deletes the volume id and its data. A volume that does not
+	// exist, or was deleted already, is a success.
+	Delete(ctx context.Context, id string) error
+}

@@ -112,6 +112,9 @@ type plugin struct {
 	mu     sync.Mutex
 	client flockerclient.Clientable // created on first use; dropped after a TLS failure
 	nodeIP string
+
+	// provisionMu serializes Provision, so that one name gets one dataset.
+	provisionMu sync.Mutex
 }
 
 var (
