@@ -3,6 +3,7 @@ package app
 import (
 	"github.com/volume-agent/volume-agent/pkg/apis/config"
 	"github.com/volume-agent/volume-agent/pkg/volume"
+	"github.com/volume-agent/volume-agent/pkg/volume/csi"
 	"github.com/volume-agent/volume-agent/pkg/volume/emptydir"
 	"github.com/volume-agent/volume-agent/pkg/volume/flocker"
 	"github.com/volume-agent/volume-agent/pkg/volume/gitrepo"
@@ -36,5 +37,6 @@ func BuiltinPlugins(cfg *config.AgentConfiguration) []volume.VolumePlugin {
 		ClientKeyFile:      cfg.Flocker.ClientKeyFile,
 		MoveTimeout:        cfg.Flocker.MoveTimeout.Duration,
 	})...)
+	plugins = append(plugins, csi.ProbeVolumePlugins(csi.Config{})...)
 	return plugins
 }
