@@ -104,6 +104,21 @@ type SpecValidatingPlugin interface {
 	ValidateSpec(spec *Spec, fldPath *field.Path) field.ErrorList
 }
 
+// FallbackPlugin is a VolumePlugin that supports a whole kind of volume
+// source but yields to a plugin made for some of them: the CSI plugin
+// supports every csi volume, and a plugin that handles one CSI driver's
+// volumes in-process takes those.
+type FallbackPlugin interface {
+	VolumePlugin
+	// IsFallback returns true.
+	IsFallback() bool
+}
+
+func isFallback(plugin VolumePlugin) bool {
+	fallback, ok := plugin.(FallbackPlugin)
+	return ok && fallback.IsFallback()
+}
+
 // Health tells whether a plugin is usable on this host.
 type Health struct {
 	// Usable is false when the plugin cannot set volumes up here.
@@ -212,8 +227,9 @@ func (m *VolumePluginMgr) ListPlugins() []VolumePlugin {
 	return out
 }
 
-// FindPluginBySpec returns the one plugin that supports spec. No match is a
-// Final error wrapping ErrNoPluginMatched; several matches are a Final error
+// FindPluginBySpec returns the one plugin that supports spec; when several
+// do, a FallbackPlugin among them yields to the others. No match is a Final
+// error wrapping ErrNoPluginMatched; several matches left are a Final error
 // that names them.
 func (m *VolumePluginMgr) FindPluginBySpec(spec *Spec) (VolumePlugin, error) {
 	if spec == nil {
@@ -223,6 +239,11 @@ func (m *VolumePluginMgr) FindPluginBySpec(spec *Spec) (VolumePlugin, error) {
 	for _, plugin := range m.ListPlugins() {
 		if plugin.CanSupport(spec) {
 			matches = append(matches, plugin)
+		}
+	}
+	if len(matches) > 1 {
+		if specific := slices.DeleteFunc(slices.Clone(matches), isFallback); len(specific) > 0 {
+			matches = specific
 		}
 	}
 	switch len(matches) {

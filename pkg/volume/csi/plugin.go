@@ -71,6 +71,7 @@ var (
 	_ volume.PersistentVolumePlugin = &plugin{}
 	_ volume.SpecValidatingPlugin   = &plugin{}
 	_ volume.HealthCheckingPlugin   = &plugin{}
+	_ volume.FallbackPlugin         = &plugin{}
 )
 
 // Init checks the configuration and makes the static drivers known.
@@ -255,3 +256,7 @@ func (k *keyedMutex) lock(key string) func() {
 		k.mu.Unlock()
 	}
 }
+
+// IsFallback returns true: a plugin made for one CSI driver's volumes takes
+// them from this one (volume.FallbackPlugin).
+func (p *plugin) IsFallback() bool { return true }
