@@ -20,6 +20,11 @@ import (
 // DefaultTimeout is how long a hook may run when its file sets no timeout.
 const DefaultTimeout = 30 * time.Second
 
+// MaxTimeout is the largest timeout a hook file may set. A hook runs while a
+// volume's set-up or tear-down waits for it; an hour is already far longer than
+// any hook should take.
+const MaxTimeout = time.Hour
+
 // Hook is a valid hook file, ready to run. It must not be modified.
 type Hook struct {
 	// Name is the file's name, as "10-backup.json". It orders the hooks and
@@ -165,8 +170,14 @@ func validateCommand(cmd Command, fldPath *field.Path) field.ErrorList {
 			errs = append(errs, field.Invalid(fldPath.Child("env").Index(i), entry, "must be KEY=value"))
 		}
 	}
-	if cmd.Timeout != nil && *cmd.Timeout <= 0 {
-		errs = append(errs, field.Invalid(fldPath.Child("timeout"), *cmd.Timeout, "must be a positive number of seconds"))
+	if cmd.Timeout != nil {
+		maxSeconds := int(MaxTimeout / time.Second)
+		switch {
+		case *cmd.Timeout <= 0:
+			errs = append(errs, field.Invalid(fldPath.Child("timeout"), *cmd.Timeout, "must be a positive number of seconds"))
+		case *cmd.Timeout > maxSeconds:
+			errs = append(errs, field.Invalid(fldPath.Child("timeout"), *cmd.Timeout, fmt.Sprintf("must be at most %d seconds", maxSeconds)))
+		}
 	}
 	return errs
 }

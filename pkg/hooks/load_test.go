@@ -74,6 +74,19 @@ func TestParse(t *testing.T) {
 			content:  valid(`, "timeout": 0`),
 			wantErrs: []string{`hook.timeout: Invalid value: 0: must be a positive number of seconds`},
 		},
+		"negative timeout": {
+			content:  valid(`, "timeout": -5`),
+			wantErrs: []string{`hook.timeout: Invalid value: -5: must be a positive number of seconds`},
+		},
+		"timeout at the upper bound": {content: valid(`, "timeout": 3600`)},
+		"timeout above the upper bound": {
+			content:  valid(`, "timeout": 3601`),
+			wantErrs: []string{`hook.timeout: Invalid value: 3601: must be at most 3600 seconds`},
+		},
+		"timeout that would overflow a duration": {
+			content:  valid(`, "timeout": 10000000000`),
+			wantErrs: []string{`hook.timeout: Invalid value: 10000000000: must be at most 3600 seconds`},
+		},
 		"empty when": {
 			content:  `{"version": "1.0.0", "hook": {"path": "` + program + `"}, "when": {}, "stages": ["preSetUp"]}`,
 			wantErrs: []string{"when: Required value: must set at least one of always, plugins, annotations, volumes"},

@@ -478,3 +478,33 @@ func BenchmarkRunNoMatchingHook(b *testing.B) {
 		}
 	}
 }
+
+// TestHugeTimeoutIsSkippedAndSetUpRuns pins down that a timeout too large for a
+// duration is a bad hook file like any other: reported, skipped, and the other
+// hooks still run instead of every set-up failing at once.
+func TestHugeTimeoutIsSkippedAndSetUpRuns(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	root := t.TempDir()
+	log := filepath.Join(root, "log")
+	recorder := writeScript(t, root, "record.sh", recordScript)
+	dir := filepath.Join(root, "hooks.d")
+	huge := recordingHook(recorder, "huge", log, PreSetUp)
+	huge.Hook.Timeout = ptr.To(10000000000)
+	writeHook(t, dir, "10-huge.json", huge)
+	writeHook(t, dir, "20-ok.json", recordingHook(recorder, "ok", log, PreSetUp))
+	m := New(ctx, Options{Directories: []string{dir}})
+
+	status := m.Status()
+	if len(status.Problems) != 1 || status.Problems[0].Path != filepath.Join(dir, "10-huge.json") {
+		t.Fatalf("problems = %+v, want one for 10-huge.json", status.Problems)
+	}
+	if want := "hook.timeout: Invalid value: 10000000000: must be at most 3600 seconds"; !strings.Contains(status.Problems[0].Message, want) {
+		t.Errorf("problem %q does not contain %q", status.Problems[0].Message, want)
+	}
+	if err := m.Run(ctx, PreSetUp, testState); err != nil {
+		t.Fatalf("Run() failed: %v", err)
+	}
+	if tags := loggedTags(t, log); !slices.Equal(tags, []string{"ok"}) {
+		t.Errorf("hooks run = %v, want [ok]", tags)
+	}
+}

@@ -66,7 +66,8 @@ type Command struct {
 	// of the agent's environment is passed on: not even PATH.
 	Env []string `json:"env,omitempty"`
 	// Timeout is the number of seconds after which the program and its
-	// process group are killed. Unset means DefaultTimeout.
+	// process group are killed: 1 to MaxTimeout in seconds. Unset means
+	// DefaultTimeout.
 	Timeout *int `json:"timeout,omitempty"`
 }
 
