@@ -69,13 +69,21 @@ func (p *plugin) ValidateSpec(spec *volume.Spec, fldPath *field.Path) field.Erro
 	return errs
 }
 
-// CheckHealth reports whether this process may mount tmpfs; the disk medium
-// always works.
+// CheckHealth reports whether this process may mount tmpfs and hugetlbfs, and
+// which huge page sizes the host has pages reserved of; the disk medium always
+// works.
 func (p *plugin) CheckHealth(_ context.Context) volume.Health {
 	if os.Geteuid() != 0 {
 		return volume.Health{Usable: true, Message: "disk medium only: Memory and HugePages need root (CAP_SYS_ADMIN) to mount"}
 	}
-	return volume.Health{Usable: true, Message: "disk, Memory and HugePages media available"}
+	reserved, err := reservedHugePages()
+	switch {
+	case err != nil:
+		return volume.Health{Usable: true, Message: fmt.Sprintf("disk and Memory media available; HugePages unknown: %v", err)}
+	case len(reserved) == 0:
+		return volume.Health{Usable: true, Message: fmt.Sprintf("disk and Memory media available; HugePages unavailable: no huge pages reserved (%s)", hugePagesDir)}
+	}
+	return volume.Health{Usable: true, Message: fmt.Sprintf("disk, Memory and HugePages media available (%s)", strings.Join(reserved, ", "))}
 }
 
 func (p *plugin) NewBuilder(spec *volume.Spec, pod *v1.Pod, _ volume.VolumeOptions) (volume.Builder, error) {

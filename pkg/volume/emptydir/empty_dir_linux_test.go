@@ -233,3 +233,54 @@ func TestHugePagesMissingOnHost(t *testing.T) {
 		t.Errorf("hostHasHugePages() = %v, want a final error naming the size", err)
 	}
 }
+
+// TestCheckHealthNamesReservedHugePages pins down that the health message
+// claims the HugePages medium only when the host has huge pages reserved.
+func TestCheckHealthNamesReservedHugePages(t *testing.T) {
+	volumetesting.RequiresRoot(t)
+	tests := map[string]struct {
+		reserved map[string]string // hugepages-<n>kB dir -> nr_hugepages
+		want     []string
+		notWant  []string
+	}{
+		"no sizes": {
+			want:    []string{"disk and Memory media available", "HugePages unavailable: no huge pages reserved"},
+			notWant: []string{"HugePages media available"},
+		},
+		"sizes with none reserved": {
+			reserved: map[string]string{"hugepages-2048kB": "0\n", "hugepages-1048576kB": "0\n"},
+			want:     []string{"disk and Memory media available", "HugePages unavailable: no huge pages reserved"},
+			notWant:  []string{"HugePages media available"},
+		},
+		"one size reserved": {
+			reserved: map[string]string{"hugepages-2048kB": "4\n", "hugepages-1048576kB": "0\n"},
+			want:     []string{"disk, Memory and HugePages media available", "HugePages-2Mi: 4 pages reserved"},
+			notWant:  []string{"1Gi"},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			saved := hugePagesDir
+			hugePagesDir = t.TempDir()
+			t.Cleanup(func() { hugePagesDir = saved })
+			for dir, nr := range tc.reserved {
+				mustNoErr(t, os.Mkdir(filepath.Join(hugePagesDir, dir), 0o755))
+				mustNoErr(t, os.WriteFile(filepath.Join(hugePagesDir, dir, "nr_hugepages"), []byte(nr), 0o644))
+			}
+			health := (&plugin{}).CheckHealth(t.Context())
+			if !health.Usable {
+				t.Errorf("CheckHealth() usable = false, want true: the disk medium always works")
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(health.Message, want) {
+					t.Errorf("message %q does not contain %q", health.Message, want)
+				}
+			}
+			for _, notWant := range tc.notWant {
+				if strings.Contains(health.Message, notWant) {
+					t.Errorf("message %q contains %q", health.Message, notWant)
+				}
+			}
+		})
+	}
+}

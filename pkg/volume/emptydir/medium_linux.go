@@ -1,10 +1,12 @@
 package emptydir
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -70,4 +72,39 @@ func hostHasHugePages(pageSize string) error {
 		return volume.NewTransientError(fmt.Errorf("host has no huge pages of size %s reserved (%s/nr_hugepages is 0)", pageSize, dir))
 	}
 	return nil
+}
+
+// reservedHugePages describes each huge page size of which the host has pages
+// reserved, as "HugePages-2Mi: 512 pages reserved", ordered by size.
+func reservedHugePages() ([]string, error) {
+	entries, err := os.ReadDir(hugePagesDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("failed to list huge page sizes: %w", err)
+	}
+	type size struct {
+		kB, pages int64
+	}
+	var sizes []size
+	for _, entry := range entries {
+		kB, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimPrefix(entry.Name(), "hugepages-"), "kB"), 10, 64)
+		if err != nil {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join(hugePagesDir, entry.Name(), "nr_hugepages"))
+		if err != nil {
+			return nil, fmt.Errorf("failed to read huge page count: %w", err)
+		}
+		if pages, _ := strconv.ParseInt(strings.TrimSpace(string(raw)), 10, 64); pages > 0 {
+			sizes = append(sizes, size{kB: kB, pages: pages})
+		}
+	}
+	slices.SortFunc(sizes, func(a, b size) int { return cmp.Compare(a.kB, b.kB) })
+	out := make([]string, 0, len(sizes))
+	for _, s := range sizes {
+		out = append(out, fmt.Sprintf("HugePages-%s: %d pages reserved", resource.NewQuantity(s.kB*1024, resource.BinarySI), s.pages))
+	}
+	return out, nil
 }
