@@ -2,6 +2,7 @@ package loader
 
 import (
 	"fmt"
+	"path/filepath"
 
 	"github.com/spf13/pflag"
 
@@ -16,9 +17,9 @@ import (
 // configuration would let flag defaults hide the configuration file.
 func AddFlags(fs *pflag.FlagSet, cfg *config.AgentConfiguration) {
 	fs.StringVar(&cfg.RootDir, config.FlagRootDir, cfg.RootDir,
-		"Directory for the agent's state: volume directories, ready markers and, by default, the API socket (config: rootDir).")
+		"Directory for the agent's state: volume directories, ready markers and, by default, the API socket (config: rootDir). A relative path is taken from the working directory.")
 	fs.StringVar(&cfg.PodManifestPath, config.FlagPodManifestPath, cfg.PodManifestPath,
-		"File or directory of static pod manifests; empty disables the file source (config: podManifestPath).")
+		"File or directory of static pod manifests; empty disables the file source (config: podManifestPath). A relative path is taken from the working directory.")
 	fs.StringVar(&cfg.NodeName, config.FlagNodeName, cfg.NodeName,
 		"Name of this node; defaults to the lower-cased host name (config: nodeName).")
 	fs.StringVar(&cfg.NodeIP, config.FlagNodeIP, cfg.NodeIP,
@@ -42,21 +43,23 @@ func AddFlags(fs *pflag.FlagSet, cfg *config.AgentConfiguration) {
 	fs.BoolVar(&cfg.VolumeManager.TeardownOnExit, config.FlagTeardownOnExit, cfg.VolumeManager.TeardownOnExit,
 		"Tear every volume down when the agent stops (config: volumeManager.teardownOnExit).")
 	fs.StringVar(&cfg.Server.SocketPath, config.FlagSocket, cfg.Server.SocketPath,
-		"Unix socket of the local API; empty means <root-dir>/"+config.DefaultSocketName+" (config: server.socketPath).")
+		"Unix socket of the local API; empty means <root-dir>/"+config.DefaultSocketName+" (config: server.socketPath). A relative path is taken from the working directory.")
 	fs.StringVar(&cfg.Server.SocketMode, config.FlagSocketMode, cfg.Server.SocketMode,
 		"Octal permission bits of the API socket (config: server.socketMode).")
 	fs.StringVar(&cfg.Server.MetricsAddress, config.FlagMetricsAddress, cfg.Server.MetricsAddress,
 		"host:port or :port to serve metrics on; empty turns metrics off (config: server.metricsAddress).")
 	fs.StringArrayVar(&cfg.Hooks.Directories, config.FlagHookDir, cfg.Hooks.Directories,
-		"Directory searched for hooks; repeat for several, in search order. Replaces the configured list (config: hooks.directories).")
+		"Directory searched for hooks; repeat for several, in search order. Replaces the configured list (config: hooks.directories). A relative path is taken from the working directory.")
 	fs.StringVar(&cfg.Hooks.FaultHooksFile, config.FlagFaultHooksFile, cfg.Hooks.FaultHooksFile,
-		"Fault-injection script; empty means none (config: hooks.faultHooksFile).")
+		"Fault-injection script; empty means none (config: hooks.faultHooksFile). A relative path is taken from the working directory.")
 }
 
 // ApplyChangedFlags copies onto cfg the value of every flag of fs that
 // AddFlags registered and that was set explicitly (pflag's Changed), leaving
 // every other field of cfg as it is. fs may hold other flags too; they are
-// ignored. Applying the same flags twice gives the same result.
+// ignored. A relative path given to a path flag (root-dir, pod-manifest-path,
+// socket, hook-dir, fault-hooks-file) is made absolute against the working
+// directory. Applying the same flags twice gives the same result.
 func ApplyChangedFlags(fs *pflag.FlagSet, cfg *config.AgentConfiguration) error {
 	target := pflag.NewFlagSet("config", pflag.ContinueOnError)
 	AddFlags(target, cfg)
@@ -68,6 +71,12 @@ func ApplyChangedFlags(fs *pflag.FlagSet, cfg *config.AgentConfiguration) error 
 		}
 		if err := copyFlagValue(changed.Value, dst.Value); err != nil {
 			firstErr = fmt.Errorf("failed to apply flag --%s: %w", changed.Name, err)
+			return
+		}
+		if pathFlags[changed.Name] {
+			if err := absolutePaths(dst.Value); err != nil {
+				firstErr = fmt.Errorf("failed to apply flag --%s: %w", changed.Name, err)
+			}
 		}
 	})
 	return firstErr
@@ -85,4 +94,41 @@ func copyFlagValue(src, dst pflag.Value) error {
 		return dstList.Replace(srcList.GetSlice())
 	}
 	return dst.Set(src.String())
+}
+
+// pathFlags are the flags that name a file or a directory. A relative value
+// on the command line is taken from the working directory, as every other
+// tool does; in the configuration file it is an error.
+var pathFlags = map[string]bool{
+	config.FlagRootDir:         true,
+	config.FlagPodManifestPath: true,
+	config.FlagSocket:          true,
+	config.FlagHookDir:         true,
+	config.FlagFaultHooksFile:  true,
+}
+
+// absolutePaths makes every non-empty path in v absolute; empty stays empty
+// (it turns the setting off).
+func absolutePaths(v pflag.Value) error {
+	abs := func(path string) (string, error) {
+		if path == "" {
+			return "", nil
+		}
+		return filepath.Abs(path)
+	}
+	if list, ok := v.(pflag.SliceValue); ok {
+		paths := list.GetSlice()
+		for i, path := range paths {
+			var err error
+			if paths[i], err = abs(path); err != nil {
+				return err
+			}
+		}
+		return list.Replace(paths)
+	}
+	path, err := abs(v.String())
+	if err != nil {
+		return err
+	}
+	return v.Set(path)
 }

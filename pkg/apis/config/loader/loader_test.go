@@ -523,3 +523,53 @@ func flattenConfig(t *testing.T, cfg *config.AgentConfiguration) map[string]any 
 	}
 	return flatten("", doc)
 }
+
+// TestRelativePathFlagsResolveAgainstTheWorkingDirectory pins down that a path
+// given on the command line is taken from the working directory, as every
+// other tool does, while a relative path in the file is still refused.
+func TestRelativePathFlagsResolveAgainstTheWorkingDirectory(t *testing.T) {
+	cwd := t.TempDir()
+	t.Chdir(cwd)
+	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+	loader.AddFlags(fs, loader.Default())
+	err := fs.Parse([]string{"--root-dir=state", "--pod-manifest-path=./pods", "--socket=run/agent.sock",
+		"--hook-dir=hooks.d", "--hook-dir=/abs/hooks.d", "--fault-hooks-file=../faults.yaml"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := loader.Resolve("", fs, noEnv)
+	if err != nil {
+		t.Fatalf("Resolve() with relative path flags failed: %v", err)
+	}
+	if want := filepath.Join(cwd, "state"); cfg.RootDir != want {
+		t.Errorf("rootDir = %q, want %q", cfg.RootDir, want)
+	}
+	if want := filepath.Join(cwd, "pods"); cfg.PodManifestPath != want {
+		t.Errorf("podManifestPath = %q, want %q", cfg.PodManifestPath, want)
+	}
+	if want := filepath.Join(cwd, "run", "agent.sock"); cfg.Server.SocketPath != want {
+		t.Errorf("socketPath = %q, want %q", cfg.Server.SocketPath, want)
+	}
+	if want := []string{filepath.Join(cwd, "hooks.d"), "/abs/hooks.d"}; !slices.Equal(cfg.Hooks.Directories, want) {
+		t.Errorf("hook directories = %v, want %v", cfg.Hooks.Directories, want)
+	}
+	if want := filepath.Join(filepath.Dir(cwd), "faults.yaml"); cfg.Hooks.FaultHooksFile != want {
+		t.Errorf("faultHooksFile = %q, want %q", cfg.Hooks.FaultHooksFile, want)
+	}
+
+	// An empty path flag still means "off".
+	fs = pflag.NewFlagSet("test", pflag.ContinueOnError)
+	loader.AddFlags(fs, loader.Default())
+	if err := fs.Parse([]string{"--pod-manifest-path="}); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err := loader.Resolve("", fs, noEnv); err != nil || cfg.PodManifestPath != "" {
+		t.Errorf("Resolve() with --pod-manifest-path= gave %q, %v; want it empty", cfg.PodManifestPath, err)
+	}
+
+	// The file's paths are not the command line's: relative is refused.
+	_, err = loader.Resolve(writeConfig(t, header+"rootDir: state\n"), nil, noEnv)
+	if err == nil || !strings.Contains(err.Error(), `rootDir (--root-dir): Invalid value: "state": must be an absolute path`) {
+		t.Errorf("Resolve() of a file with a relative rootDir = %v, want it refused", err)
+	}
+}
