@@ -123,13 +123,13 @@ and tears them down again.`,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return invalidInput(err) })
 	flags := root.PersistentFlags()
 	flags.StringVar(&a.configFile, "config", "", "AgentConfiguration file (YAML); flags override it")
-	loader.AddFlags(flags, loader.Default())
 	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(klogFlags)
 	for _, name := range []string{"v", "vmodule"} {
 		flags.AddGoFlag(klogFlags.Lookup(name))
 	}
 	root.AddCommand(a.commands()...)
+	usageErrorsAreInvalid(root)
 	return root
 }
 

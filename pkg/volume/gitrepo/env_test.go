@@ -62,6 +62,11 @@ func (e *realEnv) start() {
 	if health := e.plugin().CheckHealth(e.t.Context()); !health.Usable {
 		e.t.Fatalf("gitRepo plugin not usable: %s", health.Message)
 	}
+	// Make the plugin's dir, as the first volume would, so that tests can
+	// mount on its cache.
+	if err := e.plugin().prepare(); err != nil {
+		e.t.Fatal(err)
+	}
 }
 
 func (e *realEnv) plugin() *plugin {

@@ -90,8 +90,7 @@ func (p *plugin) Init(host volume.VolumeHost) error {
 }
 
 // prepare makes the plugin's dir (ROOT/plugins/kubernetes.io~git-repo/
-// {home,gitconfig,cache}) the first time a volume or a health check needs
-// git. It kills no process: a health check may run beside a live agent (see
+// {home,gitconfig,cache}) the first time a volume needs git. It kills no process: a health check may run beside a live agent (see
 // killStraysOnce). A failure is tried again on the next use.
 func (p *plugin) prepare() error {
 	p.prepareMu.Lock()
@@ -135,14 +134,12 @@ func (p *plugin) ValidateSpec(spec *volume.Spec, fldPath *field.Path) field.Erro
 }
 
 // CheckHealth reports git's version, and that the plugin is unusable when
-// git is missing or older than MinGitVersion.
+// git is missing or older than MinGitVersion. It creates nothing under the
+// root dir (see gitForVersion), so that `volume-agent plugins` is read-only.
 func (p *plugin) CheckHealth(ctx context.Context) volume.Health {
 	details := map[string]string{"minGitVersion": p.minVersion.String(), "allowedProtocols": strings.Join(p.cfg.AllowedProtocols, ",")}
-	if err := p.prepare(); err != nil {
-		return volume.Health{Usable: false, Message: err.Error(), Details: details}
-	}
-	if p.cache != nil {
-		details["cache"] = p.cache.dir
+	if p.cfg.Cache.Enabled {
+		details["cache"] = filepath.Join(p.host.GetPluginDir(PluginName), "cache")
 	}
 	v, err := p.checkGit(ctx, true)
 	if v != nil {
@@ -162,7 +159,12 @@ func (p *plugin) checkGit(ctx context.Context, again bool) (*version.Version, er
 	if p.gitVersion != nil && !again {
 		return p.gitVersion, nil
 	}
-	out, err := p.git.runLocal(ctx, "", "", "version")
+	g, done, err := p.gitForVersion()
+	if err != nil {
+		return nil, volume.NewTransientError(err)
+	}
+	out, err := g.runLocal(ctx, "", "", "version")
+	done()
 	if err != nil {
 		return nil, volume.NewTransientError(fmt.Errorf("failed to run git: %w: %s", err, strings.TrimSpace(string(out))))
 	}
@@ -181,6 +183,28 @@ func (p *plugin) checkGit(ctx context.Context, again bool) (*version.Version, er
 	}
 	p.gitVersion = v
 	return v, nil
+}
+
+// gitForVersion returns the plugin's git once a volume prepared it, and until
+// then a git whose private dir is a temporary one, removed by done.
+func (p *plugin) gitForVersion() (g *git, done func(), err error) {
+	p.prepareMu.Lock()
+	g = p.git
+	p.prepareMu.Unlock()
+	if g != nil {
+		return g, func() {}, nil
+	}
+	dir, err := os.MkdirTemp("", "volume-agent-git-")
+	if err != nil {
+		return nil, nil, fmt.Errorf("failed to create a private dir for git: %w", err)
+	}
+	done = func() { _ = os.RemoveAll(dir) }
+	local := execRunner{exec: p.host.GetExec()}
+	if g, err = newGit(local, local, dir, p.cfg.AllowedProtocols); err != nil {
+		done()
+		return nil, nil, err
+	}
+	return g, done, nil
 }
 
 // killStraysOnce kills, the first time it is called, the git processes that

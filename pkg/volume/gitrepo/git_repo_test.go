@@ -368,6 +368,10 @@ func TestCheckHealth(t *testing.T) {
 	} {
 		env := newFakeEnv(t, Config{})
 		env.script(tc.version, "", nil)
+		// Prepared, as after a first volume: git runs in the plugin's home.
+		if err := env.plugin.(*plugin).prepare(); err != nil {
+			t.Fatal(err)
+		}
 		health := env.plugin.(volume.HealthCheckingPlugin).CheckHealth(context.Background())
 		if health.Usable != tc.usable || health.Details["gitVersion"] != tc.gitVersion || health.Details["minGitVersion"] != DefaultMinGitVersion {
 			t.Errorf("CheckHealth() with %q = %+v", tc.version, health)
