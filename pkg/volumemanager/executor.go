@@ -31,6 +31,10 @@ var ErrOperationPending = errors.New("an operation on this volume is already pen
 // past its timeout.
 var ErrOperationTimeout = errors.New("operation timed out")
 
+// ErrNoLongerDesired is the cause of the context of a set-up cancelled
+// because no source wants its volume any more.
+var ErrNoLongerDesired = errors.New("the volume is no longer desired")
+
 // BackoffError is returned by Run while a failed operation waits for its
 // next retry.
 type BackoffError struct {
@@ -96,7 +100,8 @@ type OperationResult struct {
 	Err   error
 	Class volume.ErrorClass
 	// TimedOut is true when the operation ran past its timeout, and
-	// Cancelled when the executor was stopped while it ran.
+	// Cancelled when the executor was stopped while it ran or Cancel
+	// cancelled it (then Err wraps the cause Cancel was given).
 	TimedOut  bool
 	Cancelled bool
 	// Attempt numbers this attempt since the last success, from 1.
@@ -131,6 +136,8 @@ type operationExecutor struct {
 	mu       sync.Mutex
 	queue    []*Operation
 	pending  map[VolumeKey]OperationKind
+	// cancels cancel the running operations, by volume.
+	cancels  map[VolumeKey]context.CancelCauseFunc
 	backoffs map[backoffKey]*backoffState
 	wake     chan struct{}
 	stopped  bool
@@ -142,6 +149,7 @@ func newOperationExecutor(cfg ExecutorConfig) *operationExecutor {
 	return &operationExecutor{
 		cfg:      cfg,
 		pending:  map[VolumeKey]OperationKind{},
+		cancels:  map[VolumeKey]context.CancelCauseFunc{},
 		backoffs: map[backoffKey]*backoffState{},
 		wake:     make(chan struct{}, 1),
 	}
@@ -198,6 +206,40 @@ func (e *operationExecutor) Run(op *Operation) error {
 	e.queue = append(e.queue, op)
 	e.signal()
 	return nil
+}
+
+// Cancel cancels the operation of kind on key, with cause as its context's
+// cause: a queued one is dropped, a running one's context is cancelled (the
+// operation must return promptly). Either ends with a Cancelled result, or
+// with the result the operation returned if it finished anyway; there is no
+// backoff. It reports whether such an operation was queued or running, and
+// is idempotent.
+func (e *operationExecutor) Cancel(key VolumeKey, kind OperationKind, cause error) bool {
+	e.mu.Lock()
+	if e.pending[key] != kind {
+		e.mu.Unlock()
+		return false
+	}
+	if cancel, running := e.cancels[key]; running {
+		e.mu.Unlock()
+		cancel(cause)
+		return true
+	}
+	var dropped *Operation
+	for i, op := range e.queue {
+		if op.Key == key {
+			dropped = op
+			e.queue = append(e.queue[:i], e.queue[i+1:]...)
+			break
+		}
+	}
+	delete(e.pending, key)
+	e.mu.Unlock()
+	if dropped != nil && dropped.Done != nil {
+		now := e.cfg.Clock.Now()
+		dropped.Done(OperationResult{Key: key, Kind: kind, Err: cause, Cancelled: true, Started: now, Finished: now})
+	}
+	return true
 }
 
 // IsPending reports whether an operation on key is queued or running.
@@ -283,13 +325,21 @@ func (e *operationExecutor) execute(parent context.Context, op *Operation) {
 	logger := klog.FromContext(parent).WithValues("volume", op.Key.String(), "operation", op.Kind)
 	ctx, cancel := context.WithCancelCause(klog.NewContext(parent, logger))
 	timer := e.cfg.Clock.AfterFunc(e.cfg.Timeout, func() { cancel(ErrOperationTimeout) })
+	e.mu.Lock()
+	e.cancels[op.Key] = cancel
+	e.mu.Unlock()
 
 	result := OperationResult{Key: op.Key, Kind: op.Kind, Started: e.cfg.Clock.Now()}
 	result.Err = runRecovering(ctx, op.Run)
 	result.Finished = e.cfg.Clock.Now()
 	timer.Stop()
-	result.TimedOut = errors.Is(context.Cause(ctx), ErrOperationTimeout)
-	result.Cancelled = !result.TimedOut && parent.Err() != nil
+	cause := context.Cause(ctx)
+	result.TimedOut = errors.Is(cause, ErrOperationTimeout)
+	cancelled := !result.TimedOut && parent.Err() == nil && cause != nil
+	result.Cancelled = !result.TimedOut && (parent.Err() != nil || cancelled)
+	if cancelled && result.Err != nil && !errors.Is(result.Err, cause) {
+		result.Err = fmt.Errorf("%w: %w", cause, result.Err)
+	}
 	cancel(nil)
 
 	if result.Err != nil {
@@ -338,6 +388,7 @@ func (e *operationExecutor) execute(parent context.Context, op *Operation) {
 		result.NextRetry = b.nextRetry
 	}
 	delete(e.pending, op.Key)
+	delete(e.cancels, op.Key)
 	e.mu.Unlock()
 
 	if result.Err != nil {

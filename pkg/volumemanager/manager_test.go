@@ -896,3 +896,37 @@ func newTestEnvAt(t *testing.T, e *testEnv, configure ...func(*Config)) *testEnv
 	e2.m = m
 	return &e2
 }
+
+// TestManagerCancelsTheSetUpOfARemovedPod removes a pod while its volume's
+// set-up is blocked: the set-up's context is cancelled at once (long before
+// the operation timeout, which the fake clock never reaches) and the volume
+// is torn down.
+func TestManagerCancelsTheSetUpOfARemovedPod(t *testing.T) {
+	e := newTestEnv(t, func(c *Config) { c.Executor.Timeout = 10 * time.Minute })
+	e.m.MarkSourcesSynced()
+	block := make(chan struct{})
+	defer close(block)
+	e.plugin.script("slow", &fakeBehavior{block: block, leaveDir: true, setUpErrs: []error{nil}})
+	e.start()
+	e.setPods("s", testPod("uid-1", "p", emptyDirVolume("slow")))
+	e.waitFor("set-up to start", func() bool { return e.plugin.count(OperationSetUp, "slow") == 1 })
+	e.setPods("s")
+	e.waitFor("the set-up's context to end", func() bool {
+		e.plugin.mu.Lock()
+		defer e.plugin.mu.Unlock()
+		return e.plugin.contexts["slow"].Err() != nil
+	})
+	e.plugin.mu.Lock()
+	ctx := e.plugin.contexts["slow"]
+	e.plugin.mu.Unlock()
+	if !errors.Is(context.Cause(ctx), ErrNoLongerDesired) {
+		t.Errorf("the set-up's context ended with %v, want ErrNoLongerDesired", context.Cause(ctx))
+	}
+	e.waitFor("the volume to be forgotten", func() bool {
+		_, ok := e.m.Pod("uid-1")
+		return !ok
+	})
+	if n := e.plugin.count(OperationSetUp, "slow"); n != 1 {
+		t.Errorf("%d set-ups, want 1 (no retry after the cancel)", n)
+	}
+}

@@ -123,6 +123,11 @@ func (m *Manager) reconcileLocked(ctx context.Context) bool {
 		switch {
 		case rec.running != "":
 			pending = true
+			if rec.running == OperationSetUp && rec.want == nil {
+				// Its pod is gone: the set-up stops now, rather than at its
+				// end or timeout, and the volume is torn down after it.
+				m.executor.Cancel(rec.key, OperationSetUp, ErrNoLongerDesired)
+			}
 		case rec.actual == actualNone:
 			m.deleteRecordLocked(rec)
 		case !m.sourcesSynced && !m.tearDownAll:
@@ -365,7 +370,11 @@ func (m *Manager) setUpDone(r OperationResult, spec *volume.Spec, path string) {
 		if rec.actual == actualNone && m.leftOnDisk(rec) {
 			rec.actual = actualUncertain
 		}
-		m.setStateLocked(rec, StatePending, "Stopped", "the set-up was cancelled because the agent is stopping")
+		if errors.Is(r.Err, ErrNoLongerDesired) {
+			m.setStateLocked(rec, StatePending, "Cancelled", "the set-up was cancelled because no source wants the volume any more")
+		} else {
+			m.setStateLocked(rec, StatePending, "Stopped", "the set-up was cancelled because the agent is stopping")
+		}
 		return
 	default:
 		if r.Class == volume.Final {
