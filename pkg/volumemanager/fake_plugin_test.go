@@ -31,7 +31,8 @@ type fakeBehavior struct {
 	// setUpErrs are returned by successive SetUps (nil: success); once
 	// used up, SetUp succeeds.
 	setUpErrs []error
-	// leaveDir makes a failing SetUp create the volume dir first.
+	// leaveDir makes a failing or cancelled SetUp create the volume dir
+	// first.
 	leaveDir bool
 	// block, when set, makes SetUp wait for it to close or for the
 	// operation's context to be done (then it returns the context's error).
@@ -168,6 +169,9 @@ func (v *fakeVolume) SetUpAt(dir string, _ *int64) error {
 		select {
 		case <-b.block:
 		case <-v.ctx.Done():
+			if b.leaveDir {
+				_ = os.MkdirAll(dir, 0o750)
+			}
 			return v.ctx.Err()
 		}
 	}

@@ -182,7 +182,7 @@ func (c *mirrorCache) populate(ctx context.Context, repo, rev, target string) er
 	}
 	// A mirror evicted between the fetch and the copy is fetched once more.
 	for range 2 {
-		if err := c.refresh(ctx, e, repo); err != nil {
+		if err := c.refresh(ctx, e, repo, rev == ""); err != nil {
 			return err
 		}
 		err := c.withMirror(ctx, e, func(string) error { return c.produce(ctx, e, repo, rev, target, false) })
@@ -358,6 +358,11 @@ func (c *mirrorCache) makeCheckout(ctx context.Context, e cacheEntry, repo, rev,
 	if err != nil {
 		return fmt.Errorf("failed to create a checkout dir: %w", err)
 	}
+	// Git makes the dir itself, with the mode a plain clone's dir has
+	// (MkdirTemp's 0700 would be copied into every volume).
+	if err := os.Remove(tmp); err != nil {
+		return fmt.Errorf("failed to create a checkout dir: %w", err)
+	}
 	c.grown.Store(true)
 	if err := c.copyMirror(ctx, e, repo, rev, tmp); err != nil {
 		os.RemoveAll(tmp)
@@ -463,12 +468,17 @@ func anonymizeURL(repo string) string {
 	return userinfoInURL.ReplaceAllString(repo, "${1}")
 }
 
-// refresh fetches e's mirror from repo, creating it if needed. A volume that
-// asks while a fetch of the same mirror is running waits for that fetch and
-// shares its outcome.
-func (c *mirrorCache) refresh(ctx context.Context, e cacheEntry, repo string) error {
+// refresh fetches e's mirror from repo, creating it if needed; with
+// followHead, the mirror's HEAD is then made to name the remote's default
+// branch. A volume that asks while the same fetch of the same mirror is
+// running waits for that fetch and shares its outcome.
+func (c *mirrorCache) refresh(ctx context.Context, e cacheEntry, repo string, followHead bool) error {
+	key := e.key
+	if followHead {
+		key += "+HEAD"
+	}
 	c.mu.Lock()
-	if call, ok := c.fetches[e.key]; ok {
+	if call, ok := c.fetches[key]; ok {
 		c.mu.Unlock()
 		select {
 		case <-call.done:
@@ -478,20 +488,21 @@ func (c *mirrorCache) refresh(ctx context.Context, e cacheEntry, repo string) er
 		}
 	}
 	call := &fetchCall{done: make(chan struct{})}
-	c.fetches[e.key] = call
+	c.fetches[key] = call
 	c.mu.Unlock()
 
-	call.err = c.fetch(ctx, e, repo)
+	call.err = c.fetch(ctx, e, repo, followHead)
 
 	c.mu.Lock()
-	delete(c.fetches, e.key)
+	delete(c.fetches, key)
 	c.mu.Unlock()
 	close(call.done)
 	return call.err
 }
 
-// fetch brings e's mirror up to date under an exclusive lock.
-func (c *mirrorCache) fetch(ctx context.Context, e cacheEntry, repo string) error {
+// fetch brings e's mirror up to date under an exclusive lock, its HEAD too
+// with followHead (a new mirror's HEAD is the remote's already).
+func (c *mirrorCache) fetch(ctx context.Context, e cacheEntry, repo string, followHead bool) error {
 	logger := klog.FromContext(ctx)
 	unlock, err := lockFile(ctx, e.path(lockFileName), unix.LOCK_EX)
 	if err != nil {
@@ -529,7 +540,49 @@ func (c *mirrorCache) fetch(ctx context.Context, e cacheEntry, repo string) erro
 	if err := os.Remove(e.path(fetchingFileName)); err != nil {
 		return fmt.Errorf("failed to clear the fetch marker: %w", err)
 	}
+	if followHead {
+		if err := c.followHead(ctx, e, repo); err != nil {
+			return err
+		}
+	}
 	logger.V(2).Info("Fetched mirror", "repository", redactURL(repo), "duration", c.clock.Since(start))
+	return nil
+}
+
+// followHead makes e's mirror's HEAD what the remote's is (git fetch never
+// changes it): the branch it names, or the commit when it is detached, as a
+// new clone would have it. The caller holds the exclusive lock.
+func (c *mirrorCache) followHead(ctx context.Context, e cacheEntry, repo string) error {
+	out, err := c.git.runNetwork(ctx, e.mirror(), "ls-remote", "--symref", "--", repo, "HEAD")
+	if err != nil {
+		return commandError(ctx, "read the default branch of "+redactURL(repo), repo, out, err)
+	}
+	var branch, commit string
+	for _, line := range strings.Split(string(out), "\n") {
+		// "ref: refs/heads/main\tHEAD" and "<commit>\tHEAD".
+		value, name, ok := strings.Cut(line, "\t")
+		if !ok || name != "HEAD" {
+			continue
+		}
+		if ref, ok := strings.CutPrefix(value, "ref: "); ok {
+			branch = ref
+		} else {
+			commit = value
+		}
+	}
+	var args []string
+	switch {
+	case strings.HasPrefix(branch, "refs/heads/"):
+		args = []string{"symbolic-ref", "HEAD", branch}
+	case isFullObjectID(commit):
+		args = []string{"update-ref", "--no-deref", "HEAD", commit}
+	default:
+		// An empty repository, or a HEAD that is neither: kept as it is.
+		return nil
+	}
+	if out, err := c.git.runOnMirror(ctx, e.mirror(), args...); err != nil {
+		return commandError(ctx, "set the default branch of the mirror of "+redactURL(repo), repo, out, err)
+	}
 	return nil
 }
 

@@ -549,3 +549,29 @@ func TestMirrorCloneRunsInAProcessGroup(t *testing.T) {
 	}
 	t.Errorf("no clone of the mirror %v ran in a process group; those that did: %q", env.mirrors(), network.args)
 }
+
+// TestMirrorFollowsTheDefaultBranch changes upstream's default branch to
+// another that exists beside the old one: a volume without a revision gets
+// the new default branch, as a clone would, also from a warm cache.
+func TestMirrorFollowsTheDefaultBranch(t *testing.T) {
+	env := newRealEnv(t, realConfig(true))
+	s := newSampleRepo(t, env.srv, "head.git")
+	src := v1.GitRepoVolumeSource{Repository: env.srv.GitURL("head.git")}
+	for _, uid := range []string{"before-1", "before-2"} {
+		if got := userGit(t, filepath.Join(env.mustSetUp(t, uid, src), "head"), "rev-parse", "HEAD"); got != s.second {
+			t.Fatalf("%s: HEAD = %s, want main's %s", uid, got, s.second)
+		}
+	}
+	if err := s.repo.SetHead("dev"); err != nil {
+		t.Fatal(err)
+	}
+	for _, uid := range []string{"after-1", "after-2", "after-3"} {
+		work := filepath.Join(env.mustSetUp(t, uid, src), "head")
+		if got := userGit(t, work, "rev-parse", "HEAD"); got != s.devCommit {
+			t.Errorf("%s: HEAD = %s, want the new default branch's %s", uid, got, s.devCommit)
+		}
+		if got := userGit(t, work, "symbolic-ref", "--short", "HEAD"); got != "dev" {
+			t.Errorf("%s: HEAD's branch = %s, want dev", uid, got)
+		}
+	}
+}

@@ -35,6 +35,10 @@ func TestRealClones(t *testing.T) {
 				plainClone := filepath.Join(t.TempDir(), "plain")
 				userGit(t, "/", "clone", "--quiet", url, plainClone)
 				wantRefs := userGit(t, plainClone, "for-each-ref", "--format=%(refname) %(objectname)", "refs/remotes", "refs/tags")
+				plainInfo, err := os.Stat(plainClone)
+				if err != nil {
+					t.Fatal(err)
+				}
 
 				cases := []cloneCase{
 					{name: "default branch", subdir: "sample", head: s.second, branch: "main", files: []string{"README.md", "a.txt", "b.txt"}},
@@ -43,13 +47,16 @@ func TestRealClones(t *testing.T) {
 					{name: "lightweight tag", revision: "light", subdir: "sample", head: s.second, files: []string{"b.txt"}},
 					{name: "full commit id", revision: s.first, directory: ".", subdir: ".", head: s.first, files: []string{"README.md", "a.txt"}},
 					{name: "abbreviated commit id", revision: s.devCommit[:8], directory: "./.", subdir: ".", head: s.devCommit, files: []string{"dev.txt"}},
+					{name: "ancestor", revision: "main~1", subdir: "sample", head: s.first, files: []string{"a.txt"}},
+					{name: "parent of HEAD", revision: "HEAD^", subdir: "sample", head: s.first, files: []string{"a.txt"}},
+					{name: "peeled tag", revision: "v1^{commit}", directory: "src", subdir: "src", head: s.first, files: []string{"a.txt"}},
 				}
 				for i, tc := range cases {
 					// The second volume of a revision is made another way by
 					// the cache (copied from a finished checkout): check both.
 					for n := range 2 {
 						uid := fmt.Sprintf("%c%d", 'a'+i, n)
-						checkVolume(t, env, url, uid, tc, wantRefs)
+						checkVolume(t, env, url, uid, tc, wantRefs, plainInfo.Mode())
 					}
 				}
 			})
@@ -69,13 +76,19 @@ type cloneCase struct {
 }
 
 // checkVolume sets volume uid up and checks it as a user would.
-func checkVolume(t *testing.T, env *realEnv, url, uid string, tc cloneCase, wantRefs string) {
+// cloneMode is the mode of the dir of a plain git clone.
+func checkVolume(t *testing.T, env *realEnv, url, uid string, tc cloneCase, wantRefs string, cloneMode fs.FileMode) {
 	t.Helper()
 	path, err := env.setUp(uid, v1.GitRepoVolumeSource{Repository: url, Revision: tc.revision, Directory: tc.directory}, nil)
 	if err != nil {
 		t.Fatalf("%s: SetUp error = %v", tc.name, err)
 	}
 	work := filepath.Join(path, tc.subdir)
+	if tc.subdir != "." {
+		if info, err := os.Stat(work); err != nil || info.Mode() != cloneMode {
+			t.Errorf("%s: clone dir mode = %v (%v), want %v as a plain clone's", tc.name, info.Mode(), err, cloneMode)
+		}
+	}
 	// The index's stat data matches the files, as after a
 	// checkout: diff-files (which does not refresh) sees
 	// nothing. Checked first, as status refreshes the index.

@@ -115,7 +115,7 @@ func TestUnknownRevisionIsFinal(t *testing.T) {
 	forEachCacheMode(t, func(t *testing.T, cacheOn bool) {
 		env := newRealEnv(t, realConfig(cacheOn))
 		newSampleRepo(t, env.srv, "sample.git")
-		for _, rev := range []string{"no-such-branch", "0123456789abcdef0123456789abcdef01234567", "deadbee"} {
+		for _, rev := range []string{"no-such-branch", "0123456789abcdef0123456789abcdef01234567", "deadbee", "main~9", "HEAD:README.md"} {
 			path, err := env.setUp("pod", v1.GitRepoVolumeSource{Repository: env.srv.HTTPURL("sample.git"), Revision: rev}, nil)
 			if !volume.IsFinal(err) || !strings.Contains(err.Error(), "unknown revision") || !strings.Contains(err.Error(), rev) {
 				t.Errorf("SetUp() at %s error = %v, want a final unknown revision error", rev, err)
@@ -376,5 +376,46 @@ func TestOnlyBuildersKillStrays(t *testing.T) {
 	case <-exited:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the first Builder did not kill a git process left on the root")
+	}
+}
+
+// TestStrayKillingSparesLiveAgents checks that the first Builder kills a git
+// process of the root whose agent is dead, and none of a live agent's: its
+// own (a health check's git version running at the same time) or another
+// live process's.
+func TestStrayKillingSparesLiveAgents(t *testing.T) {
+	env := newRealEnv(t, realConfig(false))
+	config := "GIT_CONFIG_GLOBAL=" + filepath.Join(env.host.GetPluginDir(PluginName), "gitconfig")
+	start := func(owner string) <-chan struct{} {
+		cmd := exec.Command("sleep", "60")
+		cmd.Env = []string{config, ownerEnvName + "=" + owner}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan struct{})
+		go func() { cmd.Wait(); close(exited) }()
+		t.Cleanup(func() { cmd.Process.Kill(); <-exited })
+		return exited
+	}
+	own := start(processIdentity(os.Getpid()))
+	live := start(processIdentity(os.Getppid()))
+	// Pid 1 is alive, but started at another time than this owner says.
+	dead := start("1.0")
+
+	env.start()
+	if _, err := env.builder("pod", v1.GitRepoVolumeSource{Repository: env.url("git", "any.git")}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-dead:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the first Builder did not kill a git process of a dead agent")
+	}
+	select {
+	case <-own:
+		t.Error("the first Builder killed the agent's own git process")
+	case <-live:
+		t.Error("the first Builder killed a live process's git process")
+	case <-time.After(200 * time.Millisecond):
 	}
 }

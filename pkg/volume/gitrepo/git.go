@@ -115,6 +115,7 @@ func cleanEnv(home, globalConfig, ceiling string) []string {
 		"GIT_LFS_SKIP_SMUDGE=1",
 		"GIT_NO_REPLACE_OBJECTS=1",
 		"GIT_CEILING_DIRECTORIES="+ceiling,
+		ownerEnv(),
 	)
 }
 

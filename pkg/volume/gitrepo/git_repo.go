@@ -124,7 +124,9 @@ func (p *plugin) CanSupport(spec *volume.Spec) bool {
 }
 
 // ValidateSpec checks the repository (required, an allowed protocol, no
-// leading '-'), the revision (a ref name or a hex commit id) and the
+// leading '-'), the revision (no leading '-', no whitespace or control
+// characters: anything else is resolved by git, as "git rev-parse
+// <revision>^{commit}" resolves it, when the volume is set up) and the
 // directory (".", or one component that is neither ".." nor ".git").
 func (p *plugin) ValidateSpec(spec *volume.Spec, fldPath *field.Path) field.ErrorList {
 	if !p.CanSupport(spec) {
@@ -453,10 +455,21 @@ func directClone(ctx context.Context, g *git, repo, rev, target string) error {
 
 // checkoutRevision checks rev out in the clone at workTree, then resets it
 // hard, as the kubelet does. A branch that exists only on the remote becomes
-// a local branch that tracks it.
+// a local branch that tracks it. A revision that is not a ref name (main~1,
+// HEAD^, v1^{commit}) is resolved as "git rev-parse <rev>^{commit}" resolves
+// it and its commit checked out, detached, as "git checkout <rev>" would; one
+// that names no commit is a final unknown revision error.
 func checkoutRevision(ctx context.Context, g *git, repo, rev, workTree string) error {
 	gitDir := filepath.Join(workTree, ".git")
-	if out, err := g.runLocal(ctx, gitDir, workTree, "checkout", "--quiet", "--force", rev, "--"); err != nil {
+	target := rev
+	if checkRefName(rev) != "" {
+		out, err := g.runLocal(ctx, gitDir, "", "rev-parse", "--verify", "--quiet", rev+"^{commit}")
+		if err != nil {
+			return volume.NewFinalError(fmt.Errorf("unknown revision: %q names no commit of %s", rev, redactURL(repo)))
+		}
+		target = strings.TrimSpace(string(out))
+	}
+	if out, err := g.runLocal(ctx, gitDir, workTree, "checkout", "--quiet", "--force", target, "--"); err != nil {
 		return commandError(ctx, fmt.Sprintf("check out revision %q of %s", rev, redactURL(repo)), repo, out, err)
 	}
 	if out, err := g.runLocal(ctx, gitDir, workTree, "reset", "--quiet", "--hard"); err != nil {

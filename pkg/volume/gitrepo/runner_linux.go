@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -80,11 +81,45 @@ func (b *tailBuffer) Bytes() []byte {
 	return append([]byte(nil), kept...)
 }
 
-// killStrays kills every process whose environment holds env exactly: the
-// git processes, and the helpers they started, that an agent which died on
-// this root left running. Git itself dies with its agent (Pdeathsig), but
-// its helpers do not, and one blocked on the network lives on. It returns
-// how many it killed.
+// ownerEnvName names the variable, in the environment of every git process
+// of the plugin, that says which process runs it: "<pid>.<start time>"
+// (/proc/<pid>/stat's 22nd field, so that a reused pid is told apart).
+const ownerEnvName = "VOLUME_AGENT_GIT_OWNER"
+
+// ownerEnv returns the owner variable of the processes this process runs.
+func ownerEnv() string {
+	return ownerEnvName + "=" + processIdentity(os.Getpid())
+}
+
+// processIdentity returns "<pid>.<start time>" of a live process pid, and ""
+// when it is gone.
+func processIdentity(pid int) string {
+	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return ""
+	}
+	// The command name, in parentheses, may hold spaces: fields are counted
+	// after its closing parenthesis, where the 3rd field starts.
+	end := bytes.LastIndexByte(stat, ')')
+	if end < 0 {
+		return ""
+	}
+	fields := strings.Fields(string(stat[end+1:]))
+	if len(fields) < 20 {
+		return ""
+	}
+	return strconv.Itoa(pid) + "." + fields[19]
+}
+
+// killStrays kills every process whose environment holds env exactly (the
+// root's private git config) and whose owner (ownerEnvName) is not a live
+// process: the git processes, and the helpers they started, that an agent
+// which died on this root left running. Git itself dies with its agent
+// (Pdeathsig), but its helpers do not, and one blocked on the network lives
+// on. The processes of a live agent, this one's own included (a health
+// check's git version, a clone of a concurrent set-up) and those of a
+// concurrent health-checking command, are left alone. It returns how many
+// it killed.
 func killStrays(env string) int {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
@@ -100,14 +135,31 @@ func killStrays(env string) int {
 		if err != nil {
 			continue
 		}
+		ours, owner := false, ""
 		for _, v := range bytes.Split(environ, []byte{0}) {
 			if string(v) == env {
-				if syscall.Kill(pid, syscall.SIGKILL) == nil {
-					killed++
-				}
-				break
+				ours = true
+			} else if value, ok := strings.CutPrefix(string(v), ownerEnvName+"="); ok {
+				owner = value
 			}
+		}
+		if !ours || ownerAlive(owner) {
+			continue
+		}
+		if syscall.Kill(pid, syscall.SIGKILL) == nil {
+			killed++
 		}
 	}
 	return killed
+}
+
+// ownerAlive reports whether owner ("<pid>.<start time>") is a live
+// process.
+func ownerAlive(owner string) bool {
+	pid, _, ok := strings.Cut(owner, ".")
+	if !ok {
+		return false
+	}
+	n, err := strconv.Atoi(pid)
+	return err == nil && processIdentity(n) == owner
 }

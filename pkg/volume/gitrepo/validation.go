@@ -52,10 +52,8 @@ func validateSource(src *v1.GitRepoVolumeSource, cfg Config, fldPath *field.Path
 			errs = append(errs, field.Invalid(revPath, rev, "must not start with '-'"))
 		case len(rev) > maxFieldLength:
 			errs = append(errs, field.TooLong(revPath, "", maxFieldLength))
-		default:
-			if msg := checkRefName(rev); msg != "" {
-				errs = append(errs, field.Invalid(revPath, rev, "must be a branch or tag name or a hexadecimal commit id: "+msg))
-			}
+		case hasControlOrSpace(rev):
+			errs = append(errs, field.Invalid(revPath, rev, "must not contain whitespace or control characters"))
 		}
 	}
 
@@ -113,7 +111,9 @@ func isDotGit(name string) bool {
 
 // checkRefName returns why rev is not a valid ref name by git's rules
 // (git check-ref-format, one-level names allowed), or "". Hexadecimal
-// object names are valid ref names too.
+// object names are valid ref names too. A revision that is not a ref name
+// is an expression (main~1, HEAD^, v1^{commit}), which is checked out as
+// the commit it resolves to.
 func checkRefName(rev string) string {
 	switch {
 	case rev == "@":
