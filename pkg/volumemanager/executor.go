@@ -133,9 +133,9 @@ type backoffState struct {
 type operationExecutor struct {
 	cfg ExecutorConfig
 
-	mu       sync.Mutex
-	queue    []*Operation
-	pending  map[VolumeKey]OperationKind
+	mu      sync.Mutex
+	queue   []*Operation
+	pending map[VolumeKey]OperationKind
 	// cancels cancel the running operations, by volume.
 	cancels  map[VolumeKey]context.CancelCauseFunc
 	backoffs map[backoffKey]*backoffState
