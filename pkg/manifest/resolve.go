@@ -88,6 +88,10 @@ func (b *Bundle) boundVolume(claim *v1.PersistentVolumeClaim) (*v1.PersistentVol
 			return nil, ReasonVolumeBoundToAnotherClaim, fmt.Sprintf("PersistentVolume %q has a claimRef to claim %q",
 				name, defaultNamespace(KindPersistentVolumeClaim, ref.Namespace)+"/"+ref.Name)
 		}
+		if first := b.firstClaimNaming(name); pv.Spec.ClaimRef == nil && first != claim {
+			return nil, ReasonVolumeBoundToAnotherClaim, fmt.Sprintf("PersistentVolume %q is bound to claim %q (at %s), which names it too; a PersistentVolume is bound to one claim",
+				name, first.Namespace+"/"+first.Name, b.Origin(first))
+		}
 		return pv, "", ""
 	}
 	var bound []*v1.PersistentVolume
@@ -103,6 +107,18 @@ func (b *Bundle) boundVolume(claim *v1.PersistentVolumeClaim) (*v1.PersistentVol
 		return bound[0], "", ""
 	}
 	return nil, ReasonClaimBoundTwice, fmt.Sprintf("PersistentVolumes %q and %q both have a claimRef to the claim", bound[0].Name, bound[1].Name)
+}
+
+// firstClaimNaming returns the first claim of b whose spec.volumeName is
+// name: of several, it is the one bound to a PersistentVolume that has no
+// claimRef.
+func (b *Bundle) firstClaimNaming(name string) *v1.PersistentVolumeClaim {
+	for _, claim := range b.PersistentVolumeClaims {
+		if claim.Spec.VolumeName == name {
+			return claim
+		}
+	}
+	return nil
 }
 
 // claimRefMatches reports whether ref names claim; a UID, when both have

@@ -44,8 +44,10 @@ var supportedAccessModes = []v1.PersistentVolumeAccessMode{
 //   - no two pods have the same namespace/name or the same UID, no two
 //     PersistentVolumes the same name, no two claims the same
 //     namespace/name, and no two PersistentVolumes a claimRef to the same
-//     claim; a claim's access modes are offered by the PersistentVolume it
-//     is bound to.
+//     claim, nor two claims a spec.volumeName naming the same
+//     PersistentVolume, nor a claim one whose claimRef is to another claim
+//     (a PersistentVolume is bound to one claim); a claim's access modes are
+//     offered by the PersistentVolume it is bound to.
 //
 // When plugins is not nil, each pod's inline volume and each
 // PersistentVolume is given to the plugin that supports it
@@ -112,9 +114,13 @@ func validate(b *Bundle, plugins *volume.VolumePluginMgr) []error {
 			claimErrs = append(claimErrs, b.duplicate(root.Child("metadata", "name"), claim.Name, first))
 		}
 		claimsByName[key] = claim
-		if pv, _, _ := b.boundVolume(claim); pv != nil && !volume.AccessModesCover(pv.Spec.AccessModes, claim.Spec.AccessModes) {
+		pv, reason, message := b.boundVolume(claim)
+		if pv != nil && !volume.AccessModesCover(pv.Spec.AccessModes, claim.Spec.AccessModes) {
 			claimErrs = append(claimErrs, field.Invalid(root.Child("spec", "accessModes"), claim.Spec.AccessModes,
 				fmt.Sprintf("the claim is bound to PersistentVolume %q, which offers only %v", pv.Name, pv.Spec.AccessModes)))
+		}
+		if reason == ReasonVolumeBoundToAnotherClaim {
+			claimErrs = append(claimErrs, field.Invalid(root.Child("spec", "volumeName"), claim.Spec.VolumeName, message))
 		}
 		errs = append(errs, b.fieldErrors(claim, KindPersistentVolumeClaim, claimErrs)...)
 	}

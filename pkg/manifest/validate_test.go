@@ -141,6 +141,19 @@ func TestValidate(t *testing.T) {
 			want:  []string{`document 2 (line 8): PersistentVolumeClaim "default/c": metadata.name: Duplicate value: "c"`},
 		},
 		{
+			name: "two claims name one volume",
+			input: flockerPV + "---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: c1\nspec:\n  accessModes: [ReadWriteOnce]\n  volumeName: pv\n" +
+				"---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: c2\nspec:\n  accessModes: [ReadWriteOnce]\n  volumeName: pv\n",
+			want: []string{`document 3 (line 18): PersistentVolumeClaim "default/c2": spec.volumeName: Invalid value: "pv": PersistentVolume "pv" is bound to claim "default/c1" (at test.yaml, document 2 (line 10)), which names it too; a PersistentVolume is bound to one claim`},
+		},
+		{
+			name: "a claim names a volume whose claimRef is to another",
+			input: strings.Replace(flockerPV, "spec:\n", "spec:\n  claimRef: {name: c1}\n", 1) +
+				"---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: c1\nspec:\n  accessModes: [ReadWriteOnce]\n" +
+				"---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: c2\nspec:\n  accessModes: [ReadWriteOnce]\n  volumeName: pv\n",
+			want: []string{`PersistentVolumeClaim "default/c2": spec.volumeName: Invalid value: "pv": PersistentVolume "pv" has a claimRef to claim "default/c1"`},
+		},
+		{
 			name:  "claim asks for a mode its volume does not offer",
 			input: strings.Replace(flockerPV, "spec:\n", "spec:\n  claimRef: {name: c}\n", 1) + "---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: c\nspec:\n  accessModes: [ReadWriteOnce, ReadOnlyMany]\n",
 			want:  []string{`spec.accessModes: Invalid value: ["ReadWriteOnce","ReadOnlyMany"]: the claim is bound to PersistentVolume "pv", which offers only [ReadWriteOnce]`},
@@ -359,6 +372,16 @@ func TestVolumeSpecAndResolveVolume(t *testing.T) {
 			name:        "claimRef with another UID",
 			input:       podClaiming("c", "") + strings.Replace(claim("c", ""), "name: c", "name: c\n  uid: u1", 1) + pv("pv", rwo+"  claimRef: {name: c, uid: u2}\n"),
 			wantPending: manifest.ReasonClaimNotBound,
+		},
+		{
+			name:   "the first of two claims naming one volume",
+			input:  podClaiming("c", "") + claim("c", "  volumeName: pv\n") + claim("d", "  volumeName: pv\n") + pv("pv", rwo),
+			wantPV: "pv",
+		},
+		{
+			name:        "the second of two claims naming one volume",
+			input:       podClaiming("c", "") + claim("d", "  volumeName: pv\n") + claim("c", "  volumeName: pv\n") + pv("pv", rwo),
+			wantPending: manifest.ReasonVolumeBoundToAnotherClaim,
 		},
 		{
 			name:        "claimed by two volumes",

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -49,11 +51,14 @@ type sourceState struct {
 	name string
 	// bundle is the last content that loaded; nil while the source never
 	// loaded without error.
-	bundle    *manifest.Bundle
-	err       error
-	errTime   time.Time
-	updated   time.Time
-	conflicts []string
+	bundle  *manifest.Bundle
+	err     error
+	errTime time.Time
+	updated time.Time
+	// conflicts say what of the source is not used because another source
+	// declares it too; podConflicts counts the pods among them.
+	conflicts    []string
+	podConflicts int
 }
 
 // desiredPod is a pod that a source declares.
@@ -119,7 +124,9 @@ func hashSpec(spec *volume.Spec) string {
 // UpdateSources applies what sources say, all at once, and asks for a
 // reconciler pass. Pods are identified by UID; when two sources declare the
 // same UID, the source whose name sorts first wins and the other reports a
-// conflict.
+// conflict, in its status and in a SourceConflict event. PersistentVolumes
+// (by name) and claims (by namespace/name) declared by several sources have
+// one winner too (see claimsBundleLocked).
 func (m *Manager) UpdateSources(updates ...SourceUpdate) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -188,16 +195,15 @@ func (m *Manager) updateSourcesSyncedLocked() {
 // links every volume record to what is desired of it.
 func (m *Manager) recomputeDesiredLocked() {
 	names := make([]string, 0, len(m.sources))
-	claims := &manifest.Bundle{}
+	previous := make(map[string][]string, len(m.sources))
 	for name, s := range m.sources {
 		names = append(names, name)
-		s.conflicts = nil
-		if s.bundle != nil {
-			claims.PersistentVolumes = append(claims.PersistentVolumes, s.bundle.PersistentVolumes...)
-			claims.PersistentVolumeClaims = append(claims.PersistentVolumeClaims, s.bundle.PersistentVolumeClaims...)
-		}
+		previous[name] = s.conflicts
+		s.conflicts, s.podConflicts = nil, 0
 	}
 	sort.Strings(names)
+	defer m.recordNewConflictsLocked(previous)
+	claims := m.claimsBundleLocked(names)
 
 	pods := make(map[types.UID]*desiredPod, len(m.pods))
 	for _, name := range names {
@@ -209,6 +215,7 @@ func (m *Manager) recomputeDesiredLocked() {
 			if other, taken := pods[pod.UID]; taken {
 				s.conflicts = append(s.conflicts, fmt.Sprintf("pod %s/%s has UID %q, which source %q already declares for pod %s/%s",
 					pod.Namespace, pod.Name, pod.UID, other.source, other.pod.Namespace, other.pod.Name))
+				s.podConflicts++
 				continue
 			}
 			if m.cfg.PodScope != nil && !m.cfg.PodScope(pod.UID) {
@@ -260,6 +267,100 @@ func (m *Manager) recomputeDesiredLocked() {
 				// The spec changed after a final error: try again at once.
 				rec.finalHash = ""
 				m.executor.ResetBackoff(rec.key, OperationSetUp)
+			}
+		}
+	}
+}
+
+// claimsBundleLocked returns the PersistentVolumes and claims of the
+// sources named (sorted), one of each name: when several sources declare a
+// PersistentVolume of one name, or a claim of one namespace/name, the
+// source that won the last time keeps it while it still declares it, so
+// that a volume set up from it is never moved to another object; otherwise
+// the source whose name sorts first wins. Each other source gets a
+// conflict. Of several claims naming one PersistentVolume in their
+// spec.volumeName, the one that was first last time stays first.
+func (m *Manager) claimsBundleLocked(names []string) *manifest.Bundle {
+	pvKey := func(pv *v1.PersistentVolume) string { return fmt.Sprintf("PersistentVolume %q", pv.Name) }
+	claimKey := func(c *v1.PersistentVolumeClaim) string {
+		return fmt.Sprintf("PersistentVolumeClaim %q", c.Namespace+"/"+c.Name)
+	}
+	declared := map[string][]string{}
+	for _, name := range names {
+		if b := m.sources[name].bundle; b != nil {
+			for _, pv := range b.PersistentVolumes {
+				declared[pvKey(pv)] = append(declared[pvKey(pv)], name)
+			}
+			for _, c := range b.PersistentVolumeClaims {
+				declared[claimKey(c)] = append(declared[claimKey(c)], name)
+			}
+		}
+	}
+	owners := make(map[string]string, len(declared))
+	for key, sources := range declared {
+		owners[key] = sources[0]
+		if previous := m.owners[key]; slices.Contains(sources, previous) {
+			owners[key] = previous
+		}
+	}
+	m.owners = owners
+
+	claims := &manifest.Bundle{}
+	for _, name := range names {
+		s := m.sources[name]
+		if s.bundle == nil {
+			continue
+		}
+		owns := func(key string) bool {
+			if owner := owners[key]; owner != name {
+				s.conflicts = append(s.conflicts, fmt.Sprintf("%s is also declared by source %q, whose declaration is used", key, owner))
+				return false
+			}
+			return true
+		}
+		for _, pv := range s.bundle.PersistentVolumes {
+			if owns(pvKey(pv)) {
+				claims.PersistentVolumes = append(claims.PersistentVolumes, pv)
+			}
+		}
+		for _, c := range s.bundle.PersistentVolumeClaims {
+			if owns(claimKey(c)) {
+				claims.PersistentVolumeClaims = append(claims.PersistentVolumeClaims, c)
+			}
+		}
+	}
+
+	// Of several claims naming one PersistentVolume, the first binds (see
+	// manifest.Bundle.VolumeSpec): the claim that bound it last time goes
+	// first, so that a claim that comes later never takes it over.
+	incumbent := func(c *v1.PersistentVolumeClaim) bool {
+		return c.Spec.VolumeName != "" && m.boundClaims[c.Spec.VolumeName] == claimKey(c)
+	}
+	slices.SortStableFunc(claims.PersistentVolumeClaims, func(a, b *v1.PersistentVolumeClaim) int {
+		switch ia, ib := incumbent(a), incumbent(b); {
+		case ia && !ib:
+			return -1
+		case ib && !ia:
+			return 1
+		}
+		return 0
+	})
+	m.boundClaims = map[string]string{}
+	for _, c := range claims.PersistentVolumeClaims {
+		if _, taken := m.boundClaims[c.Spec.VolumeName]; c.Spec.VolumeName != "" && !taken {
+			m.boundClaims[c.Spec.VolumeName] = claimKey(c)
+		}
+	}
+	return claims
+}
+
+// recordNewConflictsLocked records an event for every conflict of a source
+// that it did not have before (previous, by source name).
+func (m *Manager) recordNewConflictsLocked(previous map[string][]string) {
+	for name, s := range m.sources {
+		for _, conflict := range s.conflicts {
+			if !slices.Contains(previous[name], conflict) {
+				m.recordEventLocked(Event{Type: EventWarning, Reason: ReasonSourceConflict, Source: name, Message: conflict})
 			}
 		}
 	}
@@ -340,13 +441,13 @@ func (m *Manager) sourcesLocked() []SourceStatus {
 func sourceStatus(s *sourceState) SourceStatus {
 	st := SourceStatus{Name: s.name, Updated: s.updated}
 	if s.bundle != nil {
-		st.Pods = len(s.bundle.Pods) - len(s.conflicts)
+		st.Pods = len(s.bundle.Pods) - s.podConflicts
 	}
 	switch {
 	case s.err != nil:
 		st.Error, st.ErrorTime = s.err.Error(), s.errTime
 	case len(s.conflicts) > 0:
-		st.Error = s.conflicts[0]
+		st.Error = strings.Join(s.conflicts, "; ")
 	}
 	return st
 }

@@ -137,6 +137,13 @@ type Manager struct {
 	// volumes are the volumes that are desired, set up, or may be.
 	volumes map[VolumeKey]*volumeRecord
 	byPod   map[types.UID]map[VolumeKey]*volumeRecord
+	// owners maps each PersistentVolume and claim that a source declares
+	// (as `PersistentVolume "name"`) to the source whose declaration is
+	// used; see claimsBundleLocked.
+	owners map[string]string
+	// boundClaims maps the name of each PersistentVolume that claims name in
+	// their spec.volumeName to the claim that comes first, and binds it.
+	boundClaims map[string]string
 	// podNames remembers the namespace/name of the pods the sources
 	// declared, to name them while their volumes are torn down and their
 	// directory removed; see prunePodNameLocked.

@@ -149,11 +149,15 @@ const (
 
 // Event reasons.
 const (
-	ReasonSetUp             = "SetUp"
-	ReasonSetUpFailed       = "SetUpFailed"
-	ReasonTornDown          = "TornDown"
-	ReasonTearDownFailed    = "TearDownFailed"
-	ReasonSourceError       = "SourceError"
+	ReasonSetUp          = "SetUp"
+	ReasonSetUpFailed    = "SetUpFailed"
+	ReasonTornDown       = "TornDown"
+	ReasonTearDownFailed = "TearDownFailed"
+	ReasonSourceError    = "SourceError"
+	// ReasonSourceConflict: a source declares a pod UID, a PersistentVolume
+	// or a claim that another source declares too, and its declaration is
+	// not used.
+	ReasonSourceConflict    = "SourceConflict"
 	ReasonPodDirRemoved     = "PodDirRemoved"
 	ReasonPodDirKept        = "PodDirKept"
 	ReasonSizeLimitExceeded = "SizeLimitExceeded"

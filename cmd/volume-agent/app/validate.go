@@ -17,21 +17,30 @@ func (a *App) newValidateCommand() *cobra.Command {
 		Short: "Check pod, PersistentVolume and claim manifests without touching anything",
 		Long: `Check manifests as setup would, without touching anything on disk. Each problem
 names the file, the document, and the field path, as spec.volumes[1].emptyDir.medium.
-Exits 0 when every file is valid and 2 otherwise.`,
+Several files are also checked together, as setup takes them. Exits 0 when every file is valid and 2 otherwise.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := a.load(cmd); err != nil {
 				return err
 			}
 			var problems []error
+			all := &manifest.Bundle{}
 			for _, file := range files {
 				bundle, err := a.loadManifest(file)
 				if err != nil {
 					problems = append(problems, err)
 					continue
 				}
+				all.Append(bundle)
 				fmt.Fprintf(a.Stdout, "%s: valid: %d pods, %d persistent volumes, %d claims\n",
 					file, len(bundle.Pods), len(bundle.PersistentVolumes), len(bundle.PersistentVolumeClaims))
+			}
+			if len(problems) == 0 && len(files) > 1 {
+				// The files together, as setup takes them: duplicates and
+				// claims of one PersistentVolume across files.
+				if err := manifest.Validate(all, nil); err != nil {
+					problems = append(problems, err)
+				}
 			}
 			if len(problems) > 0 {
 				return invalidInput(errors.New(problemLines(utilerrors.NewAggregate(problems))))
