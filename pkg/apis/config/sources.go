@@ -26,6 +26,9 @@ const (
 	FlagMetricsAddress            = "metrics-address"
 	FlagHookDir                   = "hook-dir"
 	FlagFaultHooksFile            = "fault-hooks-file"
+	FlagCSIEndpoint               = "csi-endpoint"
+	FlagCSIDriverName             = "csi-driver-name"
+	FlagKubeletRegistrationDir    = "kubelet-registration-dir"
 )
 
 // Environment variables that set Flocker fields, as read by the Flocker
@@ -70,6 +73,9 @@ var fieldSources = map[string]FieldSource{
 	"server.metricsAddress":          {Flag: FlagMetricsAddress},
 	"hooks.directories":              {Flag: FlagHookDir},
 	"hooks.faultHooksFile":           {Flag: FlagFaultHooksFile},
+	"csi.endpoint":                   {Flag: FlagCSIEndpoint},
+	"csi.driverName":                 {Flag: FlagCSIDriverName},
+	"csi.kubeletRegistrationDir":     {Flag: FlagKubeletRegistrationDir},
 }
 
 // SourceOf returns the flag and environment variable that set the field at

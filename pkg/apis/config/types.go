@@ -47,6 +47,8 @@ type AgentConfiguration struct {
 	Server ServerConfiguration
 	// Hooks configures lifecycle hooks and fault injection.
 	Hooks HooksConfiguration
+	// CSI configures the agent's CSI driver mode.
+	CSI CSIConfiguration
 }
 
 // LoggingConfiguration configures logging.
@@ -138,6 +140,22 @@ type HooksConfiguration struct {
 	Directories []string
 	// FaultHooksFile is a fault-injection script. Empty means no fault injection.
 	FaultHooksFile string
+}
+
+// CSIConfiguration configures the agent as a CSI driver: the CSI services
+// it serves and its registration with the kubelet.
+type CSIConfiguration struct {
+	// Endpoint is the unix socket the CSI Identity, Node and Controller
+	// services are served on, as "unix:///abs/path.sock". Empty means the
+	// agent is no CSI driver.
+	Endpoint string
+	// DriverName is the CSI driver's name, which the kubelet and the
+	// CSIDriver object know it by.
+	DriverName string
+	// KubeletRegistrationDir is the kubelet's plugin registration dir, where
+	// the agent serves the registration API on <DriverName>-reg.sock. Empty
+	// means the agent does not register with a kubelet.
+	KubeletRegistrationDir string
 }
 
 // ResolvedSocketPath returns the path of the API socket: Server.SocketPath

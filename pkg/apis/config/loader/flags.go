@@ -52,13 +52,19 @@ func AddFlags(fs *pflag.FlagSet, cfg *config.AgentConfiguration) {
 		"Directory searched for hooks; repeat for several, in search order. Replaces the configured list (config: hooks.directories). A relative path is taken from the working directory.")
 	fs.StringVar(&cfg.Hooks.FaultHooksFile, config.FlagFaultHooksFile, cfg.Hooks.FaultHooksFile,
 		"Fault-injection script; empty means none (config: hooks.faultHooksFile). A relative path is taken from the working directory.")
+	fs.StringVar(&cfg.CSI.Endpoint, config.FlagCSIEndpoint, cfg.CSI.Endpoint,
+		"Serve the CSI Identity, Node and Controller services on this unix socket, as unix:///ABS/PATH.sock; empty means no CSI driver (config: csi.endpoint).")
+	fs.StringVar(&cfg.CSI.DriverName, config.FlagCSIDriverName, cfg.CSI.DriverName,
+		"Name of the CSI driver (config: csi.driverName).")
+	fs.StringVar(&cfg.CSI.KubeletRegistrationDir, config.FlagKubeletRegistrationDir, cfg.CSI.KubeletRegistrationDir,
+		"The kubelet's plugin registration dir, as /var/lib/kubelet/plugins_registry: serve the registration API on DIR/<driver name>-reg.sock; empty means no registration (config: csi.kubeletRegistrationDir). A relative path is taken from the working directory.")
 }
 
 // ApplyChangedFlags copies onto cfg the value of every flag of fs that
 // AddFlags registered and that was set explicitly (pflag's Changed), leaving
 // every other field of cfg as it is. fs may hold other flags too; they are
 // ignored. A relative path given to a path flag (root-dir, pod-manifest-path,
-// socket, hook-dir, fault-hooks-file) is made absolute against the working
+// socket, hook-dir, fault-hooks-file, kubelet-registration-dir) is made absolute against the working
 // directory. Applying the same flags twice gives the same result.
 func ApplyChangedFlags(fs *pflag.FlagSet, cfg *config.AgentConfiguration) error {
 	target := pflag.NewFlagSet("config", pflag.ContinueOnError)
@@ -105,6 +111,8 @@ var pathFlags = map[string]bool{
 	config.FlagSocket:          true,
 	config.FlagHookDir:         true,
 	config.FlagFaultHooksFile:  true,
+	// The CSI endpoint is a unix:// URL, which must name an absolute path.
+	config.FlagKubeletRegistrationDir: true,
 }
 
 // absolutePaths makes every non-empty path in v absolute; empty stays empty

@@ -187,6 +187,11 @@ func everyFieldSet() *config.AgentConfiguration {
 			MetricsAddress: ":9090",
 		},
 		Hooks: config.HooksConfiguration{Directories: []string{"/opt/hooks"}, FaultHooksFile: "/etc/faults.js"},
+		CSI: config.CSIConfiguration{
+			Endpoint:               "unix:///run/va/csi.sock",
+			DriverName:             "csi.example.com",
+			KubeletRegistrationDir: "/var/lib/kubelet/plugins_registry",
+		},
 	}
 }
 

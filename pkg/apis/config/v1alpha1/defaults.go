@@ -29,6 +29,7 @@ const (
 	DefaultHealthCheckPeriod        = 30 * time.Second
 	DefaultSizeCheckPeriod          = 10 * time.Second
 	DefaultSocketMode               = "0600"
+	DefaultCSIDriverName            = "volume-agent.io"
 )
 
 // DefaultGitAllowedProtocols returns the default of gitRepo.allowedProtocols.
@@ -93,6 +94,8 @@ func SetDefaults_AgentConfiguration(obj *AgentConfiguration) { //nolint:revive /
 	if obj.Hooks.Directories == nil {
 		obj.Hooks.Directories = DefaultHookDirectories()
 	}
+
+	setDefaultString(&obj.CSI.DriverName, DefaultCSIDriverName)
 }
 
 func setDefaultString(field *string, value string) {

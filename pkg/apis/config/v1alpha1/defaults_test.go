@@ -45,6 +45,7 @@ func defaulted() *AgentConfiguration {
 		Hooks: HooksConfiguration{
 			Directories: []string{"/usr/share/volume-agent/hooks.d", "/etc/volume-agent/hooks.d"},
 		},
+		CSI: CSIConfiguration{DriverName: "volume-agent.io"},
 	}
 }
 
@@ -88,6 +89,11 @@ func custom() *AgentConfiguration {
 			MetricsAddress: "127.0.0.1:9090",
 		},
 		Hooks: HooksConfiguration{Directories: []string{"/opt/hooks"}, FaultHooksFile: "/etc/faults.js"},
+		CSI: CSIConfiguration{
+			Endpoint:               "unix:///run/volume-agent/csi.sock",
+			DriverName:             "csi.example.com",
+			KubeletRegistrationDir: "/var/lib/kubelet/plugins_registry",
+		},
 	}
 }
 

@@ -43,6 +43,9 @@ type AgentConfiguration struct {
 	// hooks configures lifecycle hooks and fault injection.
 	// +optional
 	Hooks HooksConfiguration `json:"hooks"`
+	// csi configures the agent's CSI driver mode.
+	// +optional
+	CSI CSIConfiguration `json:"csi"`
 }
 
 // LoggingConfiguration configures logging.
@@ -175,4 +178,20 @@ type HooksConfiguration struct {
 	// faultHooksFile is a fault-injection script. Default: "" (none).
 	// +optional
 	FaultHooksFile string `json:"faultHooksFile,omitempty"`
+}
+
+// CSIConfiguration configures the agent as a CSI driver.
+type CSIConfiguration struct {
+	// endpoint is the unix socket the CSI services are served on, as
+	// "unix:///abs/path.sock". Default: "" (no CSI driver).
+	// +optional
+	Endpoint string `json:"endpoint,omitempty"`
+	// driverName is the CSI driver's name. Default: "volume-agent.io".
+	// +optional
+	DriverName string `json:"driverName,omitempty"`
+	// kubeletRegistrationDir is the kubelet's plugin registration dir, where
+	// the agent serves the registration API on <driverName>-reg.sock.
+	// Default: "" (no registration).
+	// +optional
+	KubeletRegistrationDir string `json:"kubeletRegistrationDir,omitempty"`
 }

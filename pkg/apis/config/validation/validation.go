@@ -51,6 +51,7 @@ func ValidateAgentConfiguration(cfg *config.AgentConfiguration) field.ErrorList 
 	allErrs = append(allErrs, validateVolumeManager(field.NewPath("volumeManager"), &cfg.VolumeManager)...)
 	allErrs = append(allErrs, validateServer(field.NewPath("server"), cfg)...)
 	allErrs = append(allErrs, validateHooks(field.NewPath("hooks"), &cfg.Hooks)...)
+	allErrs = append(allErrs, validateCSI(field.NewPath("csi"), &cfg.CSI)...)
 
 	for _, err := range allErrs {
 		if source := config.SourceOf(err.Field).String(); source != "" {
@@ -186,6 +187,45 @@ func validateHooks(fldPath *field.Path, hooks *config.HooksConfiguration) field.
 		allErrs = append(allErrs, validateAbsolutePath(dirsPath.Index(i), dir, true)...)
 	}
 	allErrs = append(allErrs, validateAbsolutePath(fldPath.Child("faultHooksFile"), hooks.FaultHooksFile, false)...)
+	return allErrs
+}
+
+// CSIEndpointScheme starts csi.endpoint.
+const CSIEndpointScheme = "unix://"
+
+// maxCSIDriverNameLength is the CSI spec's limit of a driver name.
+const maxCSIDriverNameLength = 63
+
+func validateCSI(fldPath *field.Path, csi *config.CSIConfiguration) field.ErrorList {
+	var allErrs field.ErrorList
+	endpointPath := fldPath.Child("endpoint")
+	if csi.Endpoint != "" {
+		path, ok := strings.CutPrefix(csi.Endpoint, CSIEndpointScheme)
+		switch {
+		case !ok || !filepath.IsAbs(path):
+			allErrs = append(allErrs, field.Invalid(endpointPath, csi.Endpoint, "must be unix:// followed by an absolute path, as unix:///run/volume-agent/csi.sock"))
+		case len(path) > MaxSocketPathLength:
+			allErrs = append(allErrs, field.Invalid(endpointPath, csi.Endpoint,
+				fmt.Sprintf("the socket path must be at most %d bytes long, the limit of a unix socket path", MaxSocketPathLength)))
+		}
+	}
+	namePath := fldPath.Child("driverName")
+	if msgs := utilvalidation.IsDNS1123Subdomain(csi.DriverName); len(msgs) > 0 {
+		allErrs = append(allErrs, field.Invalid(namePath, csi.DriverName, strings.Join(msgs, "; ")))
+	} else if len(csi.DriverName) > maxCSIDriverNameLength {
+		allErrs = append(allErrs, field.TooLong(namePath, csi.DriverName, maxCSIDriverNameLength))
+	}
+	dirPath := fldPath.Child("kubeletRegistrationDir")
+	allErrs = append(allErrs, validateAbsolutePath(dirPath, csi.KubeletRegistrationDir, false)...)
+	if dir := csi.KubeletRegistrationDir; dir != "" {
+		if csi.Endpoint == "" {
+			allErrs = append(allErrs, field.Invalid(dirPath, dir, "registering with the kubelet needs csi.endpoint (--"+config.FlagCSIEndpoint+")"))
+		}
+		if sock := filepath.Join(dir, csi.DriverName+"-reg.sock"); len(sock) > MaxSocketPathLength {
+			allErrs = append(allErrs, field.Invalid(dirPath, dir,
+				fmt.Sprintf("the registration socket %q must be at most %d bytes long, the limit of a unix socket path", sock, MaxSocketPathLength)))
+		}
+	}
 	return allErrs
 }
 

@@ -44,6 +44,7 @@ func successConfig() *config.AgentConfiguration {
 		},
 		Server: config.ServerConfiguration{SocketMode: "0600"},
 		Hooks:  config.HooksConfiguration{Directories: []string{"/usr/share/volume-agent/hooks.d", "/etc/volume-agent/hooks.d"}},
+		CSI:    config.CSIConfiguration{DriverName: "volume-agent.io"},
 	}
 }
 
@@ -87,6 +88,8 @@ func setOptionalFields(c *config.AgentConfiguration) {
 	c.Server.MetricsAddress = "127.0.0.1:9090"
 	c.Hooks.FaultHooksFile = "/etc/volume-agent/faults.js"
 	c.VolumeManager.TeardownOnExit = true
+	c.CSI.Endpoint = "unix:///var/lib/kubelet/plugins/volume-agent.io/csi.sock"
+	c.CSI.KubeletRegistrationDir = "/var/lib/kubelet/plugins_registry"
 }
 
 func TestValidateAgentConfigurationRejects(t *testing.T) {
@@ -257,6 +260,37 @@ func TestValidateAgentConfigurationRejects(t *testing.T) {
 		"duplicate hook directory": {
 			configure: func(c *config.AgentConfiguration) { c.Hooks.Directories = []string{"/etc/hooks", "/etc/hooks"} },
 			errMsg:    `hooks.directories[1] (--hook-dir): Duplicate value: "/etc/hooks"`,
+		},
+		"CSI endpoint without unix://": {
+			configure: func(c *config.AgentConfiguration) { c.CSI.Endpoint = "/run/csi.sock" },
+			errMsg:    `csi.endpoint (--csi-endpoint): Invalid value: "/run/csi.sock": must be unix:// followed by an absolute path`,
+		},
+		"CSI endpoint with a relative path": {
+			configure: func(c *config.AgentConfiguration) { c.CSI.Endpoint = "unix://run/csi.sock" },
+			errMsg:    `csi.endpoint (--csi-endpoint): Invalid value: "unix://run/csi.sock": must be unix:// followed by an absolute path`,
+		},
+		"CSI endpoint too long": {
+			configure: func(c *config.AgentConfiguration) { c.CSI.Endpoint = "unix:///" + strings.Repeat("a", 107) },
+			errMsg:    `csi.endpoint (--csi-endpoint): Invalid value: "unix:///` + strings.Repeat("a", 107) + `": the socket path must be at most 107 bytes long`,
+		},
+		"CSI driver name not a domain name": {
+			configure: func(c *config.AgentConfiguration) { c.CSI.DriverName = "Volume_Agent" },
+			errMsg:    `csi.driverName (--csi-driver-name): Invalid value: "Volume_Agent": a lowercase RFC 1123 subdomain`,
+		},
+		"CSI driver name longer than 63 bytes": {
+			configure: func(c *config.AgentConfiguration) { c.CSI.DriverName = strings.Repeat("a", 64) + ".io" },
+			errMsg:    `csi.driverName (--csi-driver-name): Too long: may not be more than 63 bytes`,
+		},
+		"registration without a CSI endpoint": {
+			configure: func(c *config.AgentConfiguration) { c.CSI.KubeletRegistrationDir = "/var/lib/kubelet/plugins_registry" },
+			errMsg:    `csi.kubeletRegistrationDir (--kubelet-registration-dir): Invalid value: "/var/lib/kubelet/plugins_registry": registering with the kubelet needs csi.endpoint (--csi-endpoint)`,
+		},
+		"relative registration dir": {
+			configure: func(c *config.AgentConfiguration) {
+				c.CSI.Endpoint = "unix:///run/csi.sock"
+				c.CSI.KubeletRegistrationDir = "plugins_registry"
+			},
+			errMsg: `csi.kubeletRegistrationDir (--kubelet-registration-dir): Invalid value: "plugins_registry": must be an absolute path`,
 		},
 		"relative fault hooks file": {
 			configure: func(c *config.AgentConfiguration) { c.Hooks.FaultHooksFile = "faults.js" },
