@@ -45,6 +45,25 @@ type SourceUpdate struct {
 	Err error
 	// Removed drops the source and everything it declared.
 	Removed bool
+	// Targets places volumes of the Bundle's pods elsewhere than under the
+	// root dir, by pod UID and the pod's name for the volume. Ignored with
+	// Err or Removed.
+	Targets map[types.UID]map[string]Target
+}
+
+// Target is where a source wants a volume set up instead of its directory
+// under the root dir: the target path of a CSI publish. The volume's
+// metadata and ready marker stay under the root dir, and the Manager keeps
+// the path there too (ROOT/pods/<uid>/targets/<escaped plugin>/<name>)
+// before the set-up starts, so that a restarted agent tears the volume down
+// at its target. A volume stays at its target until it is torn down: a
+// source must not move a volume that is (or may be) set up.
+type Target struct {
+	// Path is the absolute directory the plugin sets the volume up at
+	// (Builder.SetUpAt) and tears it down at (Cleaner.TearDownAt).
+	Path string
+	// ReadOnly makes Path a read-only mount once the volume is set up.
+	ReadOnly bool
 }
 
 type sourceState struct {
@@ -52,6 +71,7 @@ type sourceState struct {
 	// bundle is the last content that loaded; nil while the source never
 	// loaded without error.
 	bundle  *manifest.Bundle
+	targets map[types.UID]map[string]Target
 	err     error
 	errTime time.Time
 	updated time.Time
@@ -82,6 +102,9 @@ type desiredVolume struct {
 	pending *manifest.PendingError
 	// claim is set for a persistentVolumeClaim volume.
 	claim bool
+	// target is where the volume is set up; its Path is empty for the
+	// volume's directory under the root dir.
+	target Target
 	// kept is the record of this volume when its claim stopped resolving
 	// after it was set up: it stays set up, shown pending, until the
 	// claim resolves again or the pod goes.
@@ -153,7 +176,7 @@ func (m *Manager) UpdateSources(updates ...SourceUpdate) {
 		if bundle == nil {
 			bundle = &manifest.Bundle{}
 		}
-		s.bundle, s.err, s.errTime, s.updated = bundle, nil, time.Time{}, now
+		s.bundle, s.targets, s.err, s.errTime, s.updated = bundle, u.Targets, nil, time.Time{}, now
 	}
 	m.recomputeDesiredLocked()
 	m.updateSourcesSyncedLocked()
@@ -221,7 +244,7 @@ func (m *Manager) recomputeDesiredLocked() {
 			if m.cfg.PodScope != nil && !m.cfg.PodScope(pod.UID) {
 				continue
 			}
-			pods[pod.UID] = m.newDesiredPod(pod, name, claims)
+			pods[pod.UID] = m.newDesiredPod(pod, name, claims, s.targets[pod.UID])
 		}
 	}
 	m.pods = pods
@@ -260,6 +283,9 @@ func (m *Manager) recomputeDesiredLocked() {
 			rec := m.volumes[dv.key]
 			if rec == nil {
 				rec = m.newRecordLocked(dv.key, m.cfg.Layout.PodVolumeDir(uid, dv.plugin, dv.key.Name))
+			}
+			if dv.target.Path != "" && rec.actual == actualNone && rec.running == "" {
+				rec.target, rec.path = dv.target.Path, dv.target.Path
 			}
 			rec.want = dv
 			rec.podVolume = dv.name
@@ -386,8 +412,9 @@ func (dp *desiredPod) unresolvedClaim(name string) *desiredVolume {
 	return nil
 }
 
-// newDesiredPod resolves the volumes of pod.
-func (m *Manager) newDesiredPod(pod *v1.Pod, source string, claims *manifest.Bundle) *desiredPod {
+// newDesiredPod resolves the volumes of pod, placing them at targets (by
+// the pod's name for the volume) when given.
+func (m *Manager) newDesiredPod(pod *v1.Pod, source string, claims *manifest.Bundle, targets map[string]Target) *desiredPod {
 	dp := &desiredPod{pod: pod, source: source, volumes: make([]*desiredVolume, 0, len(pod.Spec.Volumes))}
 	seen := map[VolumeKey]bool{}
 	for i := range pod.Spec.Volumes {
@@ -395,6 +422,10 @@ func (m *Manager) newDesiredPod(pod *v1.Pod, source string, claims *manifest.Bun
 		dv := &desiredVolume{name: vol.Name, claim: vol.PersistentVolumeClaim != nil}
 		dp.volumes = append(dp.volumes, dv)
 		spec, plugin, err := claims.ResolveVolume(pod, vol, m.cfg.Plugins)
+		if target, ok := targets[vol.Name]; ok && spec != nil {
+			dv.target = target
+			spec.ReadOnly = spec.ReadOnly || target.ReadOnly
+		}
 		dv.spec = spec
 		var pending *manifest.PendingError
 		switch {

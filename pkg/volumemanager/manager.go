@@ -409,3 +409,51 @@ func fsGroupOf(pod *v1.Pod) *int64 {
 	}
 	return pod.Spec.SecurityContext.FSGroup
 }
+
+// WaitForPod waits until the actual state has been rebuilt from disk and
+// done, called with the status of the pod uid after every reconciler pass
+// (and once at first), returns true, or ctx is done. known is false when the
+// Manager knows nothing of the pod: it is not desired and has no volume.
+// It returns the last status done was given. done is called with the
+// Manager's lock held: it must not block or call the Manager.
+func (m *Manager) WaitForPod(ctx context.Context, uid types.UID, done func(status PodStatus, known bool) bool) (PodStatus, bool, error) {
+	var status PodStatus
+	var known bool
+	err := m.waitFor(ctx, func() bool {
+		if !m.reconstructed {
+			return false
+		}
+		_, desired := m.pods[uid]
+		known = desired || len(m.byPod[uid]) > 0
+		status = PodStatus{UID: uid}
+		if known {
+			status = m.podStatusLocked(uid)
+		}
+		return done(status, known)
+	})
+	return status, known, err
+}
+
+// Retry makes the failed operations of the pod uid's volumes run again at
+// the next pass, whatever their backoff and even after a final error: a
+// caller that asks again (the kubelet repeating a CSI call) gets a new
+// attempt. Their state is pending until it starts. Volumes that did not
+// fail are left alone.
+func (m *Manager) Retry(uid types.UID) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	retried := false
+	for _, rec := range m.byPod[uid] {
+		if rec.state != StateFailed || rec.running != "" {
+			continue
+		}
+		rec.finalHash, rec.nextRetry = "", time.Time{}
+		m.executor.ResetBackoff(rec.key, OperationSetUp)
+		m.executor.ResetBackoff(rec.key, OperationTearDown)
+		m.setStateLocked(rec, StatePending, "Retrying", "asked to try again after: "+rec.message)
+		retried = true
+	}
+	if retried {
+		m.Trigger()
+	}
+}

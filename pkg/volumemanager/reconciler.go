@@ -14,6 +14,7 @@ import (
 
 	"github.com/volume-agent/volume-agent/pkg/hooks"
 	"github.com/volume-agent/volume-agent/pkg/volume"
+	"github.com/volume-agent/volume-agent/pkg/volume/util"
 )
 
 // actualState is what is known of a volume on the host.
@@ -35,6 +36,9 @@ const (
 type volumeRecord struct {
 	key  VolumeKey
 	path string
+	// target is the path of a volume set up at a source's Target (then
+	// also path), or "".
+	target string
 	// want is the desired volume, nil when no source wants it.
 	want *desiredVolume
 	// podVolume is the pod's name for the volume, kept after the pod goes.
@@ -198,14 +202,14 @@ func (m *Manager) hookState(key VolumeKey, podVolume, path string, pod *v1.Pod) 
 
 func (m *Manager) startSetUpLocked(ctx context.Context, rec *volumeRecord, pod *v1.Pod) {
 	dv := rec.want
-	spec, podVolume := dv.spec, dv.name
+	spec, podVolume, target := dv.spec, dv.name, rec.target
 	var path string
 	op := &Operation{
 		Key:  rec.key,
 		Kind: OperationSetUp,
 		Run: func(ctx context.Context) error {
 			var err error
-			path, err = m.setUp(ctx, rec.key, podVolume, spec, pod)
+			path, err = m.setUp(ctx, rec.key, podVolume, spec, pod, target)
 			return err
 		},
 		Done: func(r OperationResult) { m.setUpDone(r, spec, path) },
@@ -214,7 +218,7 @@ func (m *Manager) startSetUpLocked(ctx context.Context, rec *volumeRecord, pod *
 }
 
 func (m *Manager) startTearDownLocked(ctx context.Context, rec *volumeRecord) {
-	key, podVolume, path := rec.key, rec.podVolume, rec.path
+	key, podVolume, path, target := rec.key, rec.podVolume, rec.path, rec.target
 	var pod *v1.Pod
 	if dp, ok := m.pods[key.PodUID]; ok {
 		pod = dp.pod
@@ -223,7 +227,7 @@ func (m *Manager) startTearDownLocked(ctx context.Context, rec *volumeRecord) {
 		Key:  key,
 		Kind: OperationTearDown,
 		Run: func(ctx context.Context) error {
-			return m.tearDown(ctx, key, m.hookState(key, podVolume, path, pod))
+			return m.tearDown(ctx, key, target, m.hookState(key, podVolume, path, pod))
 		},
 		Done: m.tearDownDone,
 	}
@@ -256,9 +260,11 @@ func (m *Manager) startLocked(rec *volumeRecord, op *Operation) {
 	}
 }
 
-// setUp builds the volume's Builder and sets it up, with the hooks around.
-// It returns the volume's path.
-func (m *Manager) setUp(ctx context.Context, key VolumeKey, podVolume string, spec *volume.Spec, pod *v1.Pod) (string, error) {
+// setUp builds the volume's Builder and sets it up, with the hooks around,
+// at target when it is not empty (recorded on disk first, and made
+// read-only when spec is), else at the Builder's path. It returns the
+// volume's path.
+func (m *Manager) setUp(ctx context.Context, key VolumeKey, podVolume string, spec *volume.Spec, pod *v1.Pod, target string) (string, error) {
 	plugin, err := m.cfg.Plugins.FindPluginByName(key.Plugin)
 	if err != nil {
 		return "", err
@@ -268,20 +274,37 @@ func (m *Manager) setUp(ctx context.Context, key VolumeKey, podVolume string, sp
 		return "", fmt.Errorf("failed to build volume %q: %w", podVolume, err)
 	}
 	path := builder.GetPath()
+	if target != "" {
+		path = target
+		if err := m.writeTarget(key, target); err != nil {
+			return path, err
+		}
+	}
 	state := m.hookState(key, podVolume, path, pod)
 	if err := m.runHook(ctx, hooks.PreSetUp, state); err != nil {
 		return path, err
 	}
-	if err := builder.SetUp(fsGroupOf(pod)); err != nil {
+	if target == "" {
+		err = builder.SetUp(fsGroupOf(pod))
+	} else {
+		err = builder.SetUpAt(target, fsGroupOf(pod))
+	}
+	if err != nil {
 		return path, err
+	}
+	if target != "" && spec.ReadOnly && !builder.GetAttributes().ReadOnly {
+		if err := util.MakeReadOnly(m.cfg.Mounter, target); err != nil {
+			return path, volume.NewUncertainError(err)
+		}
 	}
 	m.runPostHook(ctx, hooks.PostSetUp, state)
 	return path, nil
 }
 
 // tearDown builds the volume's Cleaner from disk and tears it down, with the
-// hooks around.
-func (m *Manager) tearDown(ctx context.Context, key VolumeKey, state hooks.VolumeState) error {
+// hooks around, at target when it is not empty (then forgotten on disk),
+// else at the Cleaner's path.
+func (m *Manager) tearDown(ctx context.Context, key VolumeKey, target string, state hooks.VolumeState) error {
 	plugin, err := m.cfg.Plugins.FindPluginByName(key.Plugin)
 	if err != nil {
 		return err
@@ -293,7 +316,12 @@ func (m *Manager) tearDown(ctx context.Context, key VolumeKey, state hooks.Volum
 	if err := m.runHook(ctx, hooks.PreTearDown, state); err != nil {
 		return err
 	}
-	if err := cleaner.TearDown(); err != nil {
+	if target == "" {
+		err = cleaner.TearDown()
+	} else if err = cleaner.TearDownAt(target); err == nil {
+		err = m.removeTarget(key)
+	}
+	if err != nil {
 		return err
 	}
 	m.runPostHook(ctx, hooks.PostTearDown, state)
@@ -424,7 +452,7 @@ func (m *Manager) tearDownDone(r OperationResult) {
 // leftOnDisk reports whether a failed set-up left the volume's directory
 // or its metadata behind, so that it must be torn down if the pod goes.
 func (m *Manager) leftOnDisk(rec *volumeRecord) bool {
-	for _, p := range []string{rec.path, m.cfg.Layout.VolumeMetadataDir(rec.key.PodUID, rec.key.Plugin, rec.key.Name)} {
+	for _, p := range []string{rec.path, m.cfg.Layout.VolumeMetadataDir(rec.key.PodUID, rec.key.Plugin, rec.key.Name), m.targetFile(rec.key)} {
 		if _, err := os.Lstat(p); err == nil || !errors.Is(err, fs.ErrNotExist) {
 			return true
 		}

@@ -28,12 +28,15 @@ const wrappedPrefix = "wrapped_"
 type foundVolume struct {
 	key  VolumeKey
 	path string
+	// target is the recorded target of a volume set up elsewhere than
+	// under the root dir (then also path), or "".
+	target string
 }
 
 // Reconstruct rebuilds the actual state from the root dir, once: every
-// volume dir (ROOT/pods/<uid>/volumes/<plugin>/<name>) and every metadata
-// dir without its volume dir (a tear-down that stopped half-way) becomes an
-// uncertain volume, to be set up again if a source wants it and torn down
+// volume dir (ROOT/pods/<uid>/volumes/<plugin>/<name>), every metadata
+// dir without its volume dir (a tear-down that stopped half-way) and every
+// recorded target (see Target) becomes an uncertain volume, to be set up again if a source wants it and torn down
 // otherwise; pod dirs with no volume become candidates for removal. Neither
 // ready markers nor the mount table are read: the plugins' SetUp and
 // TearDown check those themselves. Run and RunOnce call it; calling it
@@ -79,6 +82,9 @@ func (m *Manager) addFoundLocked(f foundVolume) {
 	}
 	if rec.actual == actualNone {
 		rec.actual = actualUncertain
+		if f.target != "" {
+			rec.target, rec.path = f.target, f.target
+		}
 	}
 	if _, err := m.cfg.Plugins.FindPluginByName(f.key.Plugin); err != nil {
 		m.setStateLocked(rec, StateFailed, ReasonNoPluginMatched, fmt.Sprintf("found on disk, but no loaded plugin is called %q", f.key.Plugin))
@@ -122,8 +128,12 @@ func (m *Manager) scanPods(uids []types.UID) ([]foundVolume, []types.UID, error)
 }
 
 // scanPod lists the volumes of the pod uid that are on disk: volume dirs,
-// and metadata dirs whose volume dir is gone.
+// metadata dirs whose volume dir is gone, and recorded targets.
 func (m *Manager) scanPod(uid types.UID) ([]foundVolume, error) {
+	targets, err := m.readTargets(uid)
+	if err != nil {
+		return nil, err
+	}
 	var found []foundVolume
 	seen := map[VolumeKey]bool{}
 	add := func(plugin, name string) {
@@ -132,7 +142,14 @@ func (m *Manager) scanPod(uid types.UID) ([]foundVolume, error) {
 			return
 		}
 		seen[key] = true
-		found = append(found, foundVolume{key: key, path: m.cfg.Layout.PodVolumeDir(uid, plugin, name)})
+		f := foundVolume{key: key, path: m.cfg.Layout.PodVolumeDir(uid, plugin, name), target: targets[key]}
+		if f.target != "" {
+			f.path = f.target
+		}
+		found = append(found, f)
+	}
+	for key := range targets {
+		add(key.Plugin, key.Name)
 	}
 	for _, dir := range []string{m.cfg.Layout.PodVolumesDir(uid), m.cfg.Layout.PodPluginsDir(uid)} {
 		plugins, err := readDirIfExists(dir)

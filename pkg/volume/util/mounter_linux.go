@@ -52,9 +52,11 @@ func (m *syscallMounter) MountSensitive(source, target, fstype string, options, 
 	}
 	var flags uintptr
 	var data []string
-	bind := false
+	bind, remount := false, false
 	for _, opt := range append(slices.Clone(options), sensitiveOptions...) {
 		switch opt {
+		case "remount":
+			remount = true
 		case "bind":
 			bind = true
 		case "rbind":
@@ -73,6 +75,13 @@ func (m *syscallMounter) MountSensitive(source, target, fstype string, options, 
 	if !bind {
 		if err := unix.Mount(source, target, fstype, flags, strings.Join(data, ",")); err != nil {
 			return fmt.Errorf("failed to mount %s at %s (type %s): %w", source, target, fstype, err)
+		}
+		return nil
+	}
+	if remount {
+		// "bind,remount,<flags>" changes the flags of the mount at target.
+		if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|flags&^unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("failed to remount %s: %w", target, err)
 		}
 		return nil
 	}
