@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,6 +16,8 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/volume-agent/volume-agent/pkg/apis/config"
+	"github.com/volume-agent/volume-agent/pkg/apis/config/validation"
+	"github.com/volume-agent/volume-agent/pkg/csi"
 	"github.com/volume-agent/volume-agent/pkg/manifest"
 	"github.com/volume-agent/volume-agent/pkg/server"
 	"github.com/volume-agent/volume-agent/pkg/source"
@@ -36,6 +41,11 @@ func (a *App) newRunCommand() *cobra.Command {
 changes and read again every --resync-period) and from its local API (on
 --socket; see apply and delete), keeps every volume of those pods set up, and
 tears down every other volume under the root dir once the sources are read.
+
+With --csi-endpoint the agent is also a CSI driver: NodePublishVolume calls
+for ephemeral inline volumes are one more source of volumes (see docs/csi.md);
+with --kubelet-registration-dir it registers itself with the kubelet. The pod
+manifest path is optional: a CSI driver alone is a valid agent.
 
 Each volume is printed as it becomes ready, is torn down, or fails. On SIGINT or
 SIGTERM the agent cancels the operations in flight and leaves the volumes in
@@ -138,8 +148,13 @@ func (a *App) runAgent(ctx context.Context) error {
 		}
 		wg.Go(func() { dir.Run(runCtx) })
 	}
+	if cfg.CSI.Endpoint != "" {
+		if err := a.startCSI(runCtx, &wg, m); err != nil {
+			return err
+		}
+	}
 	m.MarkSourcesSynced()
-	logger.Info("Agent started", "rootDir", a.Layout.Root, "socket", cfg.ResolvedSocketPath(), "podManifestPath", cfg.PodManifestPath)
+	logger.Info("Agent started", "rootDir", a.Layout.Root, "socket", cfg.ResolvedSocketPath(), "podManifestPath", cfg.PodManifestPath, "csiEndpoint", cfg.CSI.Endpoint)
 	wg.Go(func() {
 		if m.WaitForReady(runCtx) == nil {
 			summary := m.Summary()
@@ -170,6 +185,63 @@ func (a *App) runAgent(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// startCSI reads the CSI publish records into m, then serves the CSI
+// services and, when configured, the kubelet registration API, until ctx is
+// cancelled.
+func (a *App) startCSI(ctx context.Context, wg *sync.WaitGroup, m *volumemanager.Manager) error {
+	cfg := a.Config.CSI
+	logger := klog.FromContext(ctx)
+	driver, err := csi.New(csi.Config{
+		DriverName:    cfg.DriverName,
+		VendorVersion: version,
+		NodeID:        a.Config.NodeName,
+		RootDir:       a.Layout.Root,
+		Manager:       m,
+		Plugins:       a.Plugins,
+	})
+	if err != nil {
+		return err
+	}
+	if err := driver.Sync(ctx); err != nil {
+		return err
+	}
+	endpoint := strings.TrimPrefix(cfg.Endpoint, validation.CSIEndpointScheme)
+	listener, err := listenUnixIn(endpoint)
+	if err != nil {
+		return err
+	}
+	wg.Go(func() {
+		if err := driver.Serve(ctx, listener); err != nil {
+			logger.Error(err, "CSI server failed")
+		}
+	})
+	logger.Info("Serving CSI", "endpoint", cfg.Endpoint, "driverName", cfg.DriverName)
+	if cfg.KubeletRegistrationDir == "" {
+		return nil
+	}
+	regListener, err := listenUnixIn(csi.RegistrationSocket(cfg.KubeletRegistrationDir, cfg.DriverName))
+	if err != nil {
+		return err
+	}
+	registration := &csi.RegistrationServer{DriverName: cfg.DriverName, Endpoint: endpoint}
+	wg.Go(func() {
+		if err := registration.Serve(ctx, regListener); err != nil {
+			logger.Error(err, "Kubelet registration server failed")
+		}
+	})
+	logger.Info("Serving the kubelet registration API", "socket", regListener.Addr().String())
+	return nil
+}
+
+// listenUnixIn listens on the unix socket path, creating its directory,
+// and replacing a stale socket as the API socket does.
+func listenUnixIn(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("failed to create the directory of socket %q: %w", path, err)
+	}
+	return server.ListenUnix(server.SocketOptions{Path: path})
 }
 
 // eventPrinter prints the volume manager's events to the standard output,
