@@ -16,6 +16,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/volume-agent/volume-agent/pkg/source"
 	"github.com/volume-agent/volume-agent/pkg/volumemanager"
 )
 
@@ -155,4 +156,10 @@ func (c *Client) Apply(ctx context.Context, manifest []byte) (ApplyResponse, err
 // when unknown, 409 when another source declares it.
 func (c *Client) DeletePod(ctx context.Context, uid types.UID) error {
 	return c.do(ctx, http.MethodDelete, "/pods/"+url.PathEscape(string(uid)), nil, nil)
+}
+
+// DeleteObject removes a Pod, PersistentVolume or claim added through Apply,
+// by name; a *StatusError with code 404 when the API does not keep it.
+func (c *Client) DeleteObject(ctx context.Context, ref source.ObjectRef) error {
+	return c.do(ctx, http.MethodDelete, objectPath(ref), nil, nil)
 }

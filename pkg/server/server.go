@@ -13,15 +13,18 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/user"
 	"strconv"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 
 	"github.com/volume-agent/volume-agent/pkg/hooks"
+	"github.com/volume-agent/volume-agent/pkg/manifest"
 	"github.com/volume-agent/volume-agent/pkg/source"
 	"github.com/volume-agent/volume-agent/pkg/volumemanager"
 )
@@ -67,6 +70,9 @@ type StatusResponse struct {
 //	    /events, /hooks
 //	POST /pods            a manifest, validated as `volume-agent validate` does
 //	DELETE /pods/{uid}    a pod added through POST /pods
+//	DELETE /pods/{namespace}/{name}, /persistentvolumes/{name},
+//	    /persistentvolumeclaims/{namespace}/{name}
+//	                      an object added through POST /pods
 func Handler(opts Options) http.Handler {
 	m := opts.Manager
 	mux := http.NewServeMux()
@@ -133,24 +139,55 @@ func Handler(opts Options) http.Handler {
 			writeJSON(w, http.StatusCreated, ApplyResponse{Pods: applied})
 		}
 	})
-	mux.HandleFunc("DELETE /pods/{uid}", func(w http.ResponseWriter, r *http.Request) {
-		if opts.API == nil {
-			writeError(w, http.StatusNotImplemented, errors.New("this agent takes no pods through its API"))
-			return
+	deleteHandler := func(remove func(r *http.Request) error) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if opts.API == nil {
+				writeError(w, http.StatusNotImplemented, errors.New("this agent takes no pods through its API"))
+				return
+			}
+			err := remove(r)
+			switch {
+			case errors.Is(err, source.ErrPodNotFound), errors.Is(err, source.ErrObjectNotFound):
+				writeError(w, http.StatusNotFound, err)
+			case errors.Is(err, source.ErrPodNotFromAPI):
+				writeError(w, http.StatusConflict, err)
+			case err != nil:
+				writeError(w, http.StatusInternalServerError, err)
+			default:
+				w.WriteHeader(http.StatusNoContent)
+			}
 		}
-		err := opts.API.Delete(r.Context(), types.UID(r.PathValue("uid")))
-		switch {
-		case errors.Is(err, source.ErrPodNotFound):
-			writeError(w, http.StatusNotFound, err)
-		case errors.Is(err, source.ErrPodNotFromAPI):
-			writeError(w, http.StatusConflict, err)
-		case err != nil:
-			writeError(w, http.StatusInternalServerError, err)
-		default:
-			w.WriteHeader(http.StatusNoContent)
-		}
-	})
+	}
+	mux.HandleFunc("DELETE /pods/{uid}", deleteHandler(func(r *http.Request) error {
+		return opts.API.Delete(r.Context(), types.UID(r.PathValue("uid")))
+	}))
+	for path, kind := range objectPaths {
+		mux.HandleFunc("DELETE "+path, deleteHandler(func(r *http.Request) error {
+			return opts.API.DeleteObject(r.Context(), source.ObjectRef{Kind: kind, Namespace: r.PathValue("namespace"), Name: r.PathValue("name")})
+		}))
+	}
 	return mux
+}
+
+// objectPaths are the paths of the objects DELETE removes by name, with
+// their kinds.
+var objectPaths = map[string]string{
+	"/pods/{namespace}/{name}":                   manifest.KindPod,
+	"/persistentvolumes/{name}":                  manifest.KindPersistentVolume,
+	"/persistentvolumeclaims/{namespace}/{name}": manifest.KindPersistentVolumeClaim,
+}
+
+// objectPath returns the path of the object ref, for DELETE.
+func objectPath(ref source.ObjectRef) string {
+	switch ref.Kind {
+	case manifest.KindPod:
+		return "/pods/" + url.PathEscape(ref.Namespace) + "/" + url.PathEscape(ref.Name)
+	case manifest.KindPersistentVolume:
+		return "/persistentvolumes/" + url.PathEscape(ref.Name)
+	case manifest.KindPersistentVolumeClaim:
+		return "/persistentvolumeclaims/" + url.PathEscape(ref.Namespace) + "/" + url.PathEscape(ref.Name)
+	}
+	return "/" + url.PathEscape(strings.ToLower(ref.Kind)) + "s/" + url.PathEscape(ref.Namespace) + "/" + url.PathEscape(ref.Name)
 }
 
 func nonNil[T any](s []T) []T {

@@ -3,6 +3,8 @@ package source
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,6 +31,10 @@ const apiSourceName = "api"
 // ErrPodNotFound is returned by API.Delete for a pod no source declares.
 var ErrPodNotFound = errors.New("pod not found")
 
+// ErrObjectNotFound is returned by API.DeleteObject for an object the API
+// does not keep.
+var ErrObjectNotFound = errors.New("object not found")
+
 // ErrPodNotFromAPI is returned when a pod that another source declares is
 // applied or deleted through the API.
 var ErrPodNotFromAPI = errors.New("pod is declared by another source")
@@ -45,12 +51,70 @@ type AppliedPod struct {
 	UID       types.UID `json:"uid"`
 	Namespace string    `json:"namespace"`
 	Name      string    `json:"name"`
+	// Replaced is the UID of the pod of the same namespace and name that
+	// this one replaced, when it had another.
+	Replaced types.UID `json:"replaced,omitempty"`
+}
+
+// ObjectRef names an object that the API keeps: a Pod, a PersistentVolume
+// (no namespace) or a PersistentVolumeClaim.
+type ObjectRef struct {
+	Kind      string `json:"kind"`
+	Namespace string `json:"namespace,omitempty"`
+	Name      string `json:"name"`
+}
+
+// String returns `Kind "namespace/name"`, or `Kind "name"`.
+func (r ObjectRef) String() string {
+	if r.Namespace == "" {
+		return fmt.Sprintf("%s %q", r.Kind, r.Name)
+	}
+	return fmt.Sprintf("%s %q", r.Kind, r.Namespace+"/"+r.Name)
+}
+
+// maxFileNameBytes is the longest file name Linux file systems take.
+const maxFileNameBytes = 255
+
+// fileName returns the name of the file that keeps the object r:
+// "<kind>_<namespace>_<name>.json", or "<kind>_<name>.json" for a
+// PersistentVolume, the kind in lower case. Neither a namespace (a DNS
+// label) nor a name (a DNS subdomain) holds "_", so no two objects share a
+// name. A name too long for a file name is cut, and the SHA-256 of the
+// whole joined after one more "_".
+func (r ObjectRef) fileName() string {
+	base := strings.ToLower(r.Kind) + "_" + r.Name
+	if r.Namespace != "" {
+		base = strings.ToLower(r.Kind) + "_" + r.Namespace + "_" + r.Name
+	}
+	if len(base)+len(".json") > maxFileNameBytes {
+		sum := sha256.Sum256([]byte(base))
+		base = base[:200] + "_" + hex.EncodeToString(sum[:16])
+	}
+	return base + ".json"
+}
+
+// objectRefs returns the refs of b's objects, in the order Apply writes them.
+func objectRefs(b *manifest.Bundle) []ObjectRef {
+	var refs []ObjectRef
+	for _, pod := range b.Pods {
+		refs = append(refs, ObjectRef{Kind: manifest.KindPod, Namespace: pod.Namespace, Name: pod.Name})
+	}
+	for _, pv := range b.PersistentVolumes {
+		refs = append(refs, ObjectRef{Kind: manifest.KindPersistentVolume, Name: pv.Name})
+	}
+	for _, claim := range b.PersistentVolumeClaims {
+		refs = append(refs, ObjectRef{Kind: manifest.KindPersistentVolumeClaim, Namespace: claim.Namespace, Name: claim.Name})
+	}
+	return refs
 }
 
 // API is the source of the pods, PersistentVolumes and claims added through
-// the local API. It keeps each object as a JSON file in its directory (pods
-// with their UID set), which it reads as a Dir, so that they survive a
-// restart and are desired again before anything is torn down.
+// the local API. It keeps each object as a JSON file of its own in its
+// directory (pods with their UID set), named after its kind, namespace and
+// name (see ObjectRef), which it reads as a Dir, so that they survive a
+// restart and are desired again before anything is torn down. Files of the
+// older naming (pods by UID, claims by namespace and name joined with "-")
+// are read too, and removed when their object is applied again or deleted.
 type API struct {
 	dir  *Dir
 	sink Sink
@@ -70,17 +134,43 @@ func NewAPI(dir string, sink Sink, opts manifest.Options) (*API, error) {
 }
 
 // Sync reads the objects kept on disk, as Dir.Sync does. A missing directory
-// holds no objects.
+// holds no objects. It first finishes an Apply that was interrupted after it
+// wrote an object's file and before it removed the files that object
+// replaces: those are removed.
 func (a *API) Sync(ctx context.Context) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	if _, err := os.Stat(a.dir.Path()); errors.Is(err, fs.ErrNotExist) {
 		return nil
+	}
+	stored, err := a.stored()
+	if err != nil {
+		return err
+	}
+	current := map[ObjectRef]bool{}
+	for _, obj := range stored {
+		if filepath.Base(obj.path) == obj.ref.fileName() {
+			current[obj.ref] = true
+		}
+	}
+	var replaced []storedObject
+	for _, obj := range stored {
+		if current[obj.ref] && filepath.Base(obj.path) != obj.ref.fileName() {
+			replaced = append(replaced, obj)
+		}
+	}
+	if err := a.remove(replaced); err != nil {
+		return err
 	}
 	return a.dir.Sync(ctx)
 }
 
 // Apply decodes and validates data, a manifest as `volume-agent validate`
-// takes, and adds or replaces its objects. Invalid input is an
-// *InvalidManifestError; a pod whose UID another source declares is
+// takes, and adds or replaces its objects. An object replaces the one of the
+// same kind, namespace and name; a pod also replaces a pod the API keeps
+// with its UID. The replaced pod's volumes are torn down, and the new pod's
+// set up, from one update: the two are never desired at once. Invalid input
+// is an *InvalidManifestError; a pod whose UID another source declares is
 // ErrPodNotFromAPI. Either way nothing is changed.
 func (a *API) Apply(ctx context.Context, data []byte) ([]AppliedPod, error) {
 	bundle, err := manifest.Load(bytes.NewReader(data), apiSourceName, a.opts)
@@ -92,33 +182,63 @@ func (a *API) Apply(ctx context.Context, data []byte) ([]AppliedPod, error) {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	applied := make([]AppliedPod, 0, len(bundle.Pods))
 	for _, pod := range bundle.Pods {
 		if source := a.sink.SourceOf(pod.UID); source != "" && !strings.HasPrefix(source, APIPrefix) {
 			return nil, fmt.Errorf("%w: pod %s/%s (UID %s) comes from %s", ErrPodNotFromAPI, pod.Namespace, pod.Name, pod.UID, source)
 		}
-		applied = append(applied, AppliedPod{UID: pod.UID, Namespace: pod.Namespace, Name: pod.Name})
 	}
 	if err := os.MkdirAll(a.dir.Path(), 0o750); err != nil {
 		return nil, fmt.Errorf("failed to create API manifest dir: %w", err)
 	}
+	stored, err := a.stored()
+	if err != nil {
+		return nil, err
+	}
+	applied := make([]AppliedPod, 0, len(bundle.Pods))
+	var replaced []storedObject
+	objects := make([]metav1.Object, 0, bundle.Len())
 	for _, pod := range bundle.Pods {
-		pod.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"}
-		if err := a.write(podFileName(pod.UID), pod); err != nil {
-			return nil, err
-		}
+		pod.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: manifest.KindPod}
+		objects = append(objects, pod)
 	}
 	for _, pv := range bundle.PersistentVolumes {
-		pv.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "PersistentVolume"}
-		if err := a.write("persistentvolume-"+pv.Name+".json", pv); err != nil {
-			return nil, err
-		}
+		pv.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: manifest.KindPersistentVolume}
+		objects = append(objects, pv)
 	}
 	for _, claim := range bundle.PersistentVolumeClaims {
-		claim.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "PersistentVolumeClaim"}
-		if err := a.write("persistentvolumeclaim-"+claim.Namespace+"-"+claim.Name+".json", claim); err != nil {
+		claim.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: manifest.KindPersistentVolumeClaim}
+		objects = append(objects, claim)
+	}
+	for i, ref := range objectRefs(bundle) {
+		name := ref.fileName()
+		if err := a.write(name, objects[i]); err != nil {
 			return nil, err
 		}
+		var old []storedObject
+		for _, obj := range stored {
+			if obj.ref == ref || (ref.Kind == manifest.KindPod && obj.uid == objects[i].GetUID()) {
+				old = append(old, obj)
+			}
+		}
+		if ref.Kind == manifest.KindPod {
+			pod := AppliedPod{UID: objects[i].GetUID(), Namespace: ref.Namespace, Name: ref.Name}
+			for _, obj := range old {
+				if obj.uid != pod.UID {
+					pod.Replaced = obj.uid
+				}
+			}
+			applied = append(applied, pod)
+		}
+		for _, obj := range old {
+			if filepath.Base(obj.path) != name {
+				replaced = append(replaced, obj)
+			}
+		}
+	}
+	// The files of replaced objects go before the one Sync, which tells the
+	// manager of the old and new at once.
+	if err := a.remove(replaced); err != nil {
+		return nil, err
 	}
 	return applied, a.dir.Sync(ctx)
 }
@@ -128,24 +248,112 @@ func (a *API) Apply(ctx context.Context, data []byte) ([]AppliedPod, error) {
 func (a *API) Delete(ctx context.Context, uid types.UID) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if strings.ContainsAny(string(uid), "/\x00") || uid == "" || uid == "." || uid == ".." {
-		return fmt.Errorf("%w: %q", ErrPodNotFound, uid)
+	stored, err := a.stored()
+	if err != nil {
+		return err
 	}
-	path := filepath.Join(a.dir.Path(), podFileName(uid))
-	err := os.Remove(path)
-	if errors.Is(err, fs.ErrNotExist) {
+	var found []storedObject
+	for _, obj := range stored {
+		if obj.ref.Kind == manifest.KindPod && obj.uid == uid {
+			found = append(found, obj)
+		}
+	}
+	if len(found) == 0 {
 		if source := a.sink.SourceOf(uid); source != "" {
 			return fmt.Errorf("%w: pod %s comes from %s; remove it there", ErrPodNotFromAPI, uid, source)
 		}
 		return fmt.Errorf("%w: %s", ErrPodNotFound, uid)
 	}
-	if err != nil {
-		return fmt.Errorf("failed to remove %q: %w", path, err)
+	if err := a.remove(found); err != nil {
+		return err
 	}
 	return a.dir.Sync(ctx)
 }
 
-func podFileName(uid types.UID) string { return "pod-" + string(uid) + ".json" }
+// DeleteObject removes the object ref that the API added; an empty
+// namespace of a Pod or claim means "default". An object the API does not
+// keep (or a kind it does not take) is ErrObjectNotFound.
+func (a *API) DeleteObject(ctx context.Context, ref ObjectRef) error {
+	switch ref.Kind {
+	case manifest.KindPod, manifest.KindPersistentVolumeClaim:
+		if ref.Namespace == "" {
+			ref.Namespace = metav1.NamespaceDefault
+		}
+	case manifest.KindPersistentVolume:
+		ref.Namespace = ""
+	default:
+		return fmt.Errorf("%w: the API keeps no objects of kind %q, only %s, %s and %s", ErrObjectNotFound, ref.Kind,
+			manifest.KindPod, manifest.KindPersistentVolume, manifest.KindPersistentVolumeClaim)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	stored, err := a.stored()
+	if err != nil {
+		return err
+	}
+	var found []storedObject
+	for _, obj := range stored {
+		if obj.ref == ref {
+			found = append(found, obj)
+		}
+	}
+	if len(found) == 0 {
+		return fmt.Errorf("%w: %s was not added through the API", ErrObjectNotFound, ref)
+	}
+	if err := a.remove(found); err != nil {
+		return err
+	}
+	return a.dir.Sync(ctx)
+}
+
+// storedObject is an object the API keeps, in a file of its own.
+type storedObject struct {
+	path string
+	ref  ObjectRef
+	// uid is a pod's UID.
+	uid types.UID
+}
+
+// stored returns the objects kept in the directory, each in a file that
+// holds it alone; a missing directory holds none. Files that do not decode,
+// or hold several objects (put there by hand), are left out: they are never
+// replaced or removed.
+func (a *API) stored() ([]storedObject, error) {
+	entries, err := os.ReadDir(a.dir.Path())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("failed to read API manifest dir: %w", err)
+	}
+	var out []storedObject
+	for _, entry := range entries {
+		if !entry.Type().IsRegular() || !isManifestName(entry.Name()) {
+			continue
+		}
+		path := filepath.Join(a.dir.Path(), entry.Name())
+		bundle, err := manifest.DecodeFile(path, manifest.Options{NodeName: a.opts.NodeName})
+		if err != nil || bundle.Len() != 1 {
+			continue
+		}
+		obj := storedObject{path: path, ref: objectRefs(bundle)[0]}
+		if len(bundle.Pods) == 1 {
+			obj.uid = bundle.Pods[0].UID
+		}
+		out = append(out, obj)
+	}
+	return out, nil
+}
+
+// remove removes the files of objs.
+func (a *API) remove(objs []storedObject) error {
+	for _, obj := range objs {
+		if err := os.Remove(obj.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("failed to remove %q: %w", obj.path, err)
+		}
+	}
+	return nil
+}
 
 // write writes obj as JSON to name in the directory, atomically: a crash
 // leaves the old file or the new one, never half of one.

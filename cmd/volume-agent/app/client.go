@@ -13,9 +13,13 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/volume-agent/volume-agent/pkg/manifest"
 	"github.com/volume-agent/volume-agent/pkg/server"
+	"github.com/volume-agent/volume-agent/pkg/source"
 	"github.com/volume-agent/volume-agent/pkg/volumemanager"
 )
 
@@ -241,7 +245,10 @@ func (a *App) newApplyCommand() *cobra.Command {
 		Short: "Add or replace pods, PersistentVolumes and claims in the running agent",
 		Long: `Send a manifest to the running agent, which validates it as "volume-agent
 validate" does, keeps its objects across restarts, and sets the pods' volumes
-up. Exits 2 when the manifest is invalid, and 1 when no agent is running.`,
+up. An object replaces the one of the same kind, namespace and name that was
+applied before; a replaced pod's volumes are torn down as the new pod's are set
+up (a pod without metadata.uid gets a new UID when its content changes).
+Exits 2 when the manifest is invalid, and 1 when no agent is running.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var data []byte
@@ -263,6 +270,10 @@ up. Exits 2 when the manifest is invalid, and 1 when no agent is running.`,
 				return clientError(err)
 			}
 			for _, pod := range resp.Pods {
+				if pod.Replaced != "" {
+					fmt.Fprintf(a.Stdout, "pod %s/%s applied (uid %s, replacing uid %s)\n", pod.Namespace, pod.Name, pod.UID, pod.Replaced)
+					continue
+				}
 				fmt.Fprintf(a.Stdout, "pod %s/%s applied (uid %s)\n", pod.Namespace, pod.Name, pod.UID)
 			}
 			return nil
@@ -273,28 +284,84 @@ up. Exits 2 when the manifest is invalid, and 1 when no agent is running.`,
 	return cmd
 }
 
+// deleteKinds maps the kind names delete takes to kinds.
+var deleteKinds = map[string]string{
+	"pod": manifest.KindPod, "pods": manifest.KindPod, "po": manifest.KindPod,
+	"persistentvolume": manifest.KindPersistentVolume, "persistentvolumes": manifest.KindPersistentVolume, "pv": manifest.KindPersistentVolume,
+	"persistentvolumeclaim": manifest.KindPersistentVolumeClaim, "persistentvolumeclaims": manifest.KindPersistentVolumeClaim, "pvc": manifest.KindPersistentVolumeClaim,
+}
+
 func (a *App) newDeleteCommand() *cobra.Command {
-	var uid string
+	var uid, namespace string
 	cmd := &cobra.Command{
-		Use:   "delete --pod-uid UID",
-		Short: "Remove a pod added with apply from the running agent, which tears its volumes down",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := validatePodUID(uid); err != nil {
-				return invalidInput(err)
+		Use:   "delete (--pod-uid UID | pod|pv|pvc NAME [-n NAMESPACE])",
+		Short: "Remove a pod, PersistentVolume or claim added with apply from the running agent",
+		Long: `Remove an object added with apply from the running agent: a pod by its UID
+(as apply printed it) or by namespace and name, a PersistentVolume by name, or
+a PersistentVolumeClaim by namespace and name. The namespace defaults to
+"default". A removed pod's volumes are torn down.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case uid != "" && len(args) == 0:
+				return nil
+			case uid != "":
+				return invalidInput(errors.New("give either --pod-uid or a kind and a name, not both"))
+			case len(args) != 2:
+				return invalidInput(fmt.Errorf("want --pod-uid UID, or a kind (pod, pv or pvc) and a name; got %d arguments", len(args)))
+			case deleteKinds[args[0]] == "":
+				return invalidInput(fmt.Errorf("invalid kind %q: want pod, pv (persistentvolume) or pvc (persistentvolumeclaim)", args[0]))
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var ref source.ObjectRef
+			if uid != "" {
+				if err := validatePodUID(uid); err != nil {
+					return invalidInput(err)
+				}
+			} else {
+				ref = source.ObjectRef{Kind: deleteKinds[args[0]], Namespace: namespace, Name: args[1]}
+				if err := validateObjectRef(ref, cmd.Flags().Changed("namespace")); err != nil {
+					return invalidInput(err)
+				}
 			}
 			c, err := a.client(cmd)
 			if err != nil {
 				return err
 			}
-			if err := c.DeletePod(cmd.Context(), types.UID(uid)); err != nil {
+			if uid != "" {
+				if err := c.DeletePod(cmd.Context(), types.UID(uid)); err != nil {
+					return clientError(err)
+				}
+				fmt.Fprintf(a.Stdout, "pod %s deleted\n", uid)
+				return nil
+			}
+			if err := c.DeleteObject(cmd.Context(), ref); err != nil {
 				return clientError(err)
 			}
-			fmt.Fprintf(a.Stdout, "pod %s deleted\n", uid)
+			fmt.Fprintf(a.Stdout, "%s deleted\n", ref)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&uid, "pod-uid", "", "UID of the pod, as apply printed it")
-	_ = cmd.MarkFlagRequired("pod-uid")
+	cmd.Flags().StringVarP(&namespace, "namespace", "n", metav1.NamespaceDefault, "namespace of a pod or claim")
 	return cmd
+}
+
+// validateObjectRef checks the name and namespace given to delete, with the
+// rules of Kubernetes; a PersistentVolume has no namespace (namespaceSet
+// says whether one was given).
+func validateObjectRef(ref source.ObjectRef, namespaceSet bool) error {
+	if ref.Kind == manifest.KindPersistentVolume {
+		if namespaceSet {
+			return errors.New("a PersistentVolume has no namespace: drop --namespace")
+		}
+		ref.Namespace = ""
+	} else if msgs := validation.IsDNS1123Label(ref.Namespace); len(msgs) > 0 {
+		return fmt.Errorf("invalid value %q for --namespace: %s", ref.Namespace, strings.Join(msgs, "; "))
+	}
+	if msgs := validation.IsDNS1123Subdomain(ref.Name); len(msgs) > 0 {
+		return fmt.Errorf("invalid %s name %q: %s", ref.Kind, ref.Name, strings.Join(msgs, "; "))
+	}
+	return nil
 }
