@@ -152,10 +152,10 @@ func (e *env) publish(req *csipb.NodePublishVolumeRequest) error {
 	return err
 }
 
-func (e *env) mustPublish(req *csipb.NodePublishVolumeRequest) {
-	e.t.Helper()
+func (e *env) mustPublish(t *testing.T, req *csipb.NodePublishVolumeRequest) {
+	t.Helper()
 	if err := e.publish(req); err != nil {
-		e.t.Fatalf("NodePublishVolume(%s) = %v", req.VolumeId, err)
+		t.Fatalf("NodePublishVolume(%s) = %v", req.VolumeId, err)
 	}
 }
 
@@ -168,29 +168,29 @@ func (e *env) unpublish(volumeID, target string) error {
 
 // mustUnpublish unpublishes and checks that nothing of the volume is left:
 // no target, no pod in the manager, no pod dir, no record, no mount.
-func (e *env) mustUnpublish(volumeID, target string) {
-	e.t.Helper()
+func (e *env) mustUnpublish(t *testing.T, volumeID, target string) {
+	t.Helper()
 	if err := e.unpublish(volumeID, target); err != nil {
-		e.t.Fatalf("NodeUnpublishVolume(%s) = %v", volumeID, err)
+		t.Fatalf("NodeUnpublishVolume(%s) = %v", volumeID, err)
 	}
 	if _, err := os.Lstat(target); !errors.Is(err, os.ErrNotExist) {
-		e.t.Errorf("target %s still there after unpublish: %v", target, err)
+		t.Errorf("target %s still there after unpublish: %v", target, err)
 	}
 	uid := csi.PodUID(volumeID)
 	if ps, ok := e.m.Pod(uid); ok {
-		e.t.Errorf("the manager still holds pod %s after unpublish: %+v", uid, ps)
+		t.Errorf("the manager still holds pod %s after unpublish: %+v", uid, ps)
 	}
-	e.assertNoMountsBeneath(target)
+	assertNoMountsBeneath(t, target)
 	if records, _ := os.ReadDir(filepath.Join(e.root, csi.RecordDir)); len(records) > 0 {
-		e.t.Errorf("publish records left: %v", records)
+		t.Errorf("publish records left: %v", records)
 	}
-	e.waitNoPodDir(uid)
+	e.waitNoPodDir(t, uid)
 }
 
 // waitNoPodDir waits a little for the manager to remove the pod dir of a
 // pod whose volumes are all torn down; it removes it after tear-down.
-func (e *env) waitNoPodDir(uid types.UID) {
-	e.t.Helper()
+func (e *env) waitNoPodDir(t *testing.T, uid types.UID) {
+	t.Helper()
 	dir := filepath.Join(e.root, "pods", string(uid))
 	for range 100 {
 		if _, err := os.Lstat(dir); errors.Is(err, os.ErrNotExist) {
@@ -198,28 +198,28 @@ func (e *env) waitNoPodDir(uid types.UID) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	e.t.Errorf("pod dir %s still there", dir)
+	t.Errorf("pod dir %s still there", dir)
 }
 
-func (e *env) assertNoMountsBeneath(dir string) {
-	e.t.Helper()
+func assertNoMountsBeneath(t *testing.T, dir string) {
+	t.Helper()
 	mountPoints, err := util.NewMounter().List()
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	for _, mp := range mountPoints {
 		if mp.Path == dir || strings.HasPrefix(mp.Path, dir+"/") {
-			e.t.Errorf("%s is still mounted", mp.Path)
+			t.Errorf("%s is still mounted", mp.Path)
 		}
 	}
 }
 
 // volumeStatus returns the manager's status of the volume volumeID.
-func (e *env) volumeStatus(volumeID string) (volumemanager.PodStatus, volumemanager.VolumeStatus) {
-	e.t.Helper()
+func (e *env) volumeStatus(t *testing.T, volumeID string) (volumemanager.PodStatus, volumemanager.VolumeStatus) {
+	t.Helper()
 	ps, ok := e.m.Pod(csi.PodUID(volumeID))
 	if !ok || len(ps.Volumes) != 1 {
-		e.t.Fatalf("the manager does not hold the one volume of %s: %+v", volumeID, ps)
+		t.Fatalf("the manager does not hold the one volume of %s: %+v", volumeID, ps)
 	}
 	return ps, ps.Volumes[0]
 }

@@ -234,7 +234,7 @@ func (d *Driver) waitForTearDown(ctx context.Context, volumeID, target string) e
 	var vol *volumemanager.VolumeStatus
 	_, _, err := d.cfg.Manager.WaitForPod(ctx, PodUID(volumeID), func(ps volumemanager.PodStatus, known bool) bool {
 		vol = publishedVolume(ps, target)
-		return !known || vol == nil || vol.Desired || vol.State == volumemanager.StateFailed
+		return !known || vol == nil || vol.Desired || vol.Reason == volumemanager.ReasonTearDownFailed
 	})
 	switch {
 	case err != nil:

@@ -57,7 +57,7 @@ func TestEphemeralEmptyDirOnDisk(t *testing.T) {
 	target := e.target("pod-1", "scratch")
 	req := e.request("csi-scratch-1", target, "web", map[string]string{"type": "emptyDir"})
 	req.VolumeCapability.GetMount().VolumeMountGroup = "4321"
-	e.mustPublish(req)
+	e.mustPublish(t, req)
 
 	info, err := os.Stat(target)
 	if err != nil || !info.IsDir() || info.Mode().Perm() != 0o777 {
@@ -69,7 +69,7 @@ func TestEphemeralEmptyDirOnDisk(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(target, "data"), []byte("kept"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ps, vol := e.volumeStatus("csi-scratch-1")
+	ps, vol := e.volumeStatus(t, "csi-scratch-1")
 	if ps.Namespace != "default" || ps.Name != "web" || ps.Source != csi.SourcePrefix+target ||
 		vol.Path != target || vol.Plugin != "kubernetes.io/empty-dir" || vol.Volume != "scratch" || vol.State != volumemanager.StateReady {
 		t.Errorf("status = %+v, volume %+v", ps, vol)
@@ -77,7 +77,7 @@ func TestEphemeralEmptyDirOnDisk(t *testing.T) {
 
 	t.Run("the same publish again succeeds and changes nothing", func(t *testing.T) {
 		events := len(e.m.Events())
-		e.mustPublish(req)
+		e.mustPublish(t, req)
 		if data, err := os.ReadFile(filepath.Join(target, "data")); err != nil || string(data) != "kept" {
 			t.Errorf("data = %q, %v; want the volume's contents kept", data, err)
 		}
@@ -112,7 +112,7 @@ func TestEphemeralEmptyDirOnDisk(t *testing.T) {
 		wantCode(t, e.unpublish("csi-other", target), codes.FailedPrecondition, "csi-scratch-1")
 	})
 
-	e.mustUnpublish("csi-scratch-1", target)
+	e.mustUnpublish(t, "csi-scratch-1", target)
 	if err := e.unpublish("csi-scratch-1", target); err != nil {
 		t.Errorf("a second NodeUnpublishVolume() = %v; want success", err)
 	}
@@ -150,7 +150,7 @@ func TestEphemeralEmptyDirInMemoryReadOnly(t *testing.T) {
 	e := newEnv(t, gitConfig())
 	target := e.target("pod-1", "cache")
 	req := e.request("csi-mem", target, "web", map[string]string{"type": "emptyDir", "medium": "Memory", "sizeLimit": "8Mi"})
-	e.mustPublish(req)
+	e.mustPublish(t, req)
 	var st unix.Statfs_t
 	if err := unix.Statfs(target, &st); err != nil {
 		t.Fatal(err)
@@ -161,20 +161,20 @@ func TestEphemeralEmptyDirInMemoryReadOnly(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(target, "f"), []byte("x"), 0o644); err != nil {
 		t.Errorf("writing to a read-write volume: %v", err)
 	}
-	e.mustUnpublish("csi-mem", target)
+	e.mustUnpublish(t, "csi-mem", target)
 
 	for _, medium := range []string{"", "Memory"} {
 		t.Run("read-only, medium "+medium, func(t *testing.T) {
 			target := e.target("pod-ro", "ro"+strings.ToLower(medium))
 			req := e.request("csi-ro-"+medium, target, "reader", map[string]string{"type": "emptyDir", "medium": medium})
 			req.Readonly = true
-			e.mustPublish(req)
-			e.mustPublish(req)
+			e.mustPublish(t, req)
+			e.mustPublish(t, req)
 			err := os.WriteFile(filepath.Join(target, "f"), []byte("x"), 0o644)
 			if !errors.Is(err, syscall.EROFS) {
 				t.Errorf("writing to a read-only volume: %v; want EROFS", err)
 			}
-			e.mustUnpublish("csi-ro-"+medium, target)
+			e.mustUnpublish(t, "csi-ro-"+medium, target)
 		})
 	}
 }

@@ -133,8 +133,14 @@ func (e *env) start(args ...string) *agent {
 
 func (e *env) startNoWait(args ...string) *agent {
 	e.t.Helper()
+	return e.startBare(append([]string{"run", "--root-dir", e.root, "--pod-manifest-path", e.manifests}, args...)...)
+}
+
+// startBare starts the binary with args alone, and does not wait.
+func (e *env) startBare(args ...string) *agent {
+	e.t.Helper()
 	a := &agent{t: e.t, client: server.NewClient(e.socket, 10*time.Second), done: make(chan struct{})}
-	a.cmd = exec.Command(binary, append([]string{"run", "--root-dir", e.root, "--pod-manifest-path", e.manifests}, args...)...)
+	a.cmd = exec.Command(binary, args...)
 	a.cmd.Env = append(os.Environ(), e.agentEnv...)
 	stdout, _ := a.cmd.StdoutPipe()
 	stderr, _ := a.cmd.StderrPipe()
