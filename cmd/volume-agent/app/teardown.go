@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/types"
+	utilerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/apimachinery/pkg/util/sets"
 
 	"github.com/volume-agent/volume-agent/pkg/manifest"
@@ -23,13 +24,17 @@ func (a *App) newTeardownCommand() *cobra.Command {
 		Long: `Tear down every volume found on disk of the pods in FILE, or of the pods
 given by UID, through the same volume manager as "volume-agent run", then
 remove their pod directories; other pods are not touched. The Cleaners work
-from what is on disk alone, so no manifest is needed with --pod-uid.
+from what is on disk alone, so no manifest is needed with --pod-uid, and
+FILE gives only the pods' identity: a pod whose volumes no longer validate
+(a gitRepo protocol allowed at set-up and not now) is still torn down, and
+the problems are printed as a warning.
 
 One line is printed per volume as it is torn down (state tornDown) or fails;
 -o json prints one JSON array, as setup does.
 
 Exit codes: 0 every volume is torn down; 1 some volume failed; 2 the input is
-invalid, and nothing on disk was touched.`,
+invalid (FILE does not decode, or a pod's UID cannot name a directory), and
+nothing on disk was touched.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output, "text", "json"); err != nil {
@@ -54,7 +59,7 @@ invalid, and nothing on disk was touched.`,
 			var bundle *manifest.Bundle
 			if len(files) > 0 {
 				var err error
-				if bundle, err = a.loadManifests(files); err != nil {
+				if bundle, err = a.loadPodsToTearDown(files); err != nil {
 					return err
 				}
 				for _, pod := range bundle.Pods {
@@ -70,10 +75,40 @@ invalid, and nothing on disk was touched.`,
 	return cmd
 }
 
+// loadPodsToTearDown decodes files for their pods' identity, all a tear-down
+// needs: the Cleaners work from what is on disk. A pod whose spec no longer
+// validates (a gitRepo protocol allowed at set-up and not now) is still torn
+// down, with a warning. A file that does not decode, or a pod whose UID cannot
+// name a pod directory, is invalid input.
+func (a *App) loadPodsToTearDown(files []string) (*manifest.Bundle, error) {
+	bundle := &manifest.Bundle{}
+	var problems []error
+	for _, file := range files {
+		b, err := manifest.DecodeFile(file, manifest.Options{NodeName: a.Config.NodeName, Stdin: a.Stdin})
+		if err != nil {
+			problems = append(problems, err)
+			continue
+		}
+		bundle.Append(b)
+	}
+	for _, pod := range bundle.Pods {
+		if err := validatePodUID(string(pod.UID)); err != nil {
+			problems = append(problems, fmt.Errorf("pod %s/%s: %w", pod.Namespace, pod.Name, err))
+		}
+	}
+	if len(problems) > 0 {
+		return nil, invalidInput(fmt.Errorf("%s", problemLines(utilerrors.NewAggregate(problems))))
+	}
+	if err := manifest.Validate(bundle, a.Plugins); err != nil {
+		fmt.Fprintf(a.Stderr, "Warning: tearing the pods down although their manifest is not valid now: %s\n", problemLines(err))
+	}
+	return bundle, nil
+}
+
 // validatePodUID checks that uid can name a pod directory.
 func validatePodUID(uid string) error {
 	if uid == "" || uid == "." || uid == ".." || len(uid) > 253 || strings.ContainsAny(uid, "/\x00") {
-		return fmt.Errorf("invalid value %q for --pod-uid: must be a pod UID, such as setup prints", uid)
+		return fmt.Errorf("invalid pod UID %q: must be a pod UID, such as setup prints", uid)
 	}
 	return nil
 }
