@@ -138,6 +138,33 @@ type HealthCheckingPlugin interface {
 	CheckHealth(ctx context.Context) Health
 }
 
+// DriverHealth is the health of one external driver that a plugin sets
+// volumes up through (a CSI node plugin).
+type DriverHealth struct {
+	// Name is the driver's name.
+	Name string `json:"name"`
+	Health
+}
+
+// DriverHealthCheckingPlugin is a HealthCheckingPlugin that sets volumes up
+// through external drivers: its CheckHealth checks each of them too, and
+// `volume-agent get plugins` shows a row per driver.
+type DriverHealthCheckingPlugin interface {
+	HealthCheckingPlugin
+	// DriverHealth returns what the last CheckHealth found of each driver,
+	// ordered by name.
+	DriverHealth() []DriverHealth
+}
+
+// RunningPlugin is a VolumePlugin with work of its own to do while the
+// agent runs (following a registration dir, probing drivers). The agent
+// calls Run once, after Init, and cancels ctx when it stops; Run returns
+// once its work has stopped.
+type RunningPlugin interface {
+	VolumePlugin
+	Run(ctx context.Context)
+}
+
 // VolumeHost is what a plugin may use of the node. Its paths follow the
 // kubelet's layout (see Layout).
 type VolumeHost interface {

@@ -13,14 +13,15 @@ import (
 
 // CheckPlugins runs the health check of every plugin that has one
 // (volume.HealthCheckingPlugin), at once and each bounded by a timeout, and
-// returns the status of every loaded plugin, ordered by name. A plugin
+// returns the status of every loaded plugin, ordered by name, each followed
+// by a row per driver of a volume.DriverHealthCheckingPlugin. A plugin
 // without a check is taken as usable. now stamps the checks.
 func CheckPlugins(ctx context.Context, plugins *volume.VolumePluginMgr, now func() time.Time) []PluginStatus {
 	loaded := plugins.ListPlugins()
-	out := make([]PluginStatus, len(loaded))
+	rows := make([][]PluginStatus, len(loaded))
 	var wg sync.WaitGroup
 	for i, plugin := range loaded {
-		out[i] = uncheckedStatus(plugin)
+		rows[i] = []PluginStatus{uncheckedStatus(plugin)}
 		checker, ok := plugin.(volume.HealthCheckingPlugin)
 		if !ok {
 			continue
@@ -28,16 +29,39 @@ func CheckPlugins(ctx context.Context, plugins *volume.VolumePluginMgr, now func
 		wg.Go(func() {
 			checkCtx, cancel := context.WithTimeout(ctx, healthCheckTimeout)
 			defer cancel()
-			health := checker.CheckHealth(checkCtx)
-			out[i].Checked = true
-			out[i].Usable = health.Usable
-			out[i].Message = health.Message
-			out[i].Details = health.Details
-			out[i].CheckedAt = now().UTC()
+			checked := now().UTC()
+			rows[i][0].setHealth(checker.CheckHealth(checkCtx), checked)
+			if drivers, ok := plugin.(volume.DriverHealthCheckingPlugin); ok {
+				for _, d := range drivers.DriverHealth() {
+					row := PluginStatus{Name: plugin.Name(), Driver: d.Name}
+					row.setHealth(d.Health, checked)
+					rows[i] = append(rows[i], row)
+				}
+			}
 		})
 	}
 	wg.Wait()
+	var out []PluginStatus
+	for _, r := range rows {
+		out = append(out, r...)
+	}
 	return out
+}
+
+func (st *PluginStatus) setHealth(health volume.Health, checked time.Time) {
+	st.Checked = true
+	st.Usable = health.Usable
+	st.Message = health.Message
+	st.Details = health.Details
+	st.CheckedAt = checked
+}
+
+// key names a row: the plugin, or the plugin and one of its drivers.
+func (st PluginStatus) key() string {
+	if st.Driver == "" {
+		return st.Name
+	}
+	return st.Name + " " + st.Driver
 }
 
 // uncheckedStatus is plugin's status before any health check: usable.
@@ -61,17 +85,27 @@ func (m *Manager) CheckPluginHealth(ctx context.Context) {
 		if !status.Checked {
 			continue
 		}
-		previous, seen := m.health[status.Name]
-		m.health[status.Name] = status
+		if status.Driver == "" {
+			// The plugin's driver rows are those of this check alone.
+			delete(m.driverHealth, status.Name)
+		} else {
+			m.driverHealth[status.Name] = append(m.driverHealth[status.Name], status)
+		}
+		previous, seen := m.health[status.key()]
+		m.health[status.key()] = status
 		if !status.Usable && (!seen || previous.Usable) {
-			m.recordEventLocked(Event{Type: EventWarning, Reason: ReasonPluginUnhealthy, Source: status.Name,
-				Message: "volume plugin " + status.Name + " is not usable: " + status.Message})
+			what := "volume plugin " + status.Name
+			if status.Driver != "" {
+				what += " driver " + status.Driver
+			}
+			m.recordEventLocked(Event{Type: EventWarning, Reason: ReasonPluginUnhealthy, Source: status.key(),
+				Message: what + " is not usable: " + status.Message})
 		}
 	}
 }
 
 // Plugins returns every loaded plugin with its access modes and its last
-// health check, ordered by name.
+// health check, ordered by name, each followed by its drivers' rows.
 func (m *Manager) Plugins() []PluginStatus {
 	plugins := m.cfg.Plugins.ListPlugins()
 	m.mu.Lock()
@@ -83,6 +117,7 @@ func (m *Manager) Plugins() []PluginStatus {
 			st = uncheckedStatus(plugin)
 		}
 		out = append(out, st)
+		out = append(out, m.driverHealth[plugin.Name()]...)
 	}
 	return out
 }

@@ -167,6 +167,8 @@ type Manager struct {
 	events     []Event
 	eventsHead int
 	health     map[string]PluginStatus
+	// driverHealth holds the driver rows of each plugin's last check.
+	driverHealth map[string][]PluginStatus
 	// oneShot is set while RunOnce runs.
 	oneShot *oneShotState
 }
@@ -177,18 +179,19 @@ func New(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	return &Manager{
-		cfg:      cfg,
-		executor: newOperationExecutor(cfg.Executor),
-		trigger:  make(chan struct{}, 1),
-		sources:  map[string]*sourceState{},
-		pods:     map[types.UID]*desiredPod{},
-		volumes:  map[VolumeKey]*volumeRecord{},
-		byPod:    map[types.UID]map[VolumeKey]*volumeRecord{},
-		podNames: map[types.UID]types.NamespacedName{},
-		orphans:  sets.New[types.UID](),
-		removing: sets.New[types.UID](),
-		passDone: make(chan struct{}),
-		health:   map[string]PluginStatus{},
+		cfg:          cfg,
+		executor:     newOperationExecutor(cfg.Executor),
+		trigger:      make(chan struct{}, 1),
+		sources:      map[string]*sourceState{},
+		pods:         map[types.UID]*desiredPod{},
+		volumes:      map[VolumeKey]*volumeRecord{},
+		byPod:        map[types.UID]map[VolumeKey]*volumeRecord{},
+		podNames:     map[types.UID]types.NamespacedName{},
+		orphans:      sets.New[types.UID](),
+		removing:     sets.New[types.UID](),
+		passDone:     make(chan struct{}),
+		health:       map[string]PluginStatus{},
+		driverHealth: map[string][]PluginStatus{},
 	}, nil
 }
 
@@ -211,6 +214,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 	m.executor.Start(ctx)
 	var wg sync.WaitGroup
+	m.runPlugins(ctx, &wg)
 	wg.Go(func() { m.healthLoop(ctx) })
 	wg.Go(func() { m.sizeLoop(ctx) })
 	m.loop(ctx, nil)
@@ -226,6 +230,15 @@ func (m *Manager) Run(ctx context.Context) error {
 		logger.Info("Volume manager stopped with operations still running", "gracePeriod", ShutdownGracePeriod)
 	}
 	return nil
+}
+
+// runPlugins starts the Run of every volume.RunningPlugin on wg.
+func (m *Manager) runPlugins(ctx context.Context, wg *sync.WaitGroup) {
+	for _, plugin := range m.cfg.Plugins.ListPlugins() {
+		if running, ok := plugin.(volume.RunningPlugin); ok {
+			wg.Go(func() { running.Run(ctx) })
+		}
+	}
 }
 
 // Trigger asks for a reconciler pass soon.

@@ -3,6 +3,7 @@ package volumemanager
 import (
 	"context"
 	"errors"
+	"sync"
 
 	"k8s.io/apimachinery/pkg/types"
 )
@@ -101,8 +102,12 @@ func (m *Manager) RunOnce(ctx context.Context, opts OneShotOptions) ([]VolumeRes
 	m.tearDownAll = opts.Mode == OneShotTearDown
 	m.mu.Unlock()
 
+	// The plugins stop after runCtx is cancelled (defers run in reverse).
+	var plugins sync.WaitGroup
+	defer plugins.Wait()
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	m.runPlugins(runCtx, &plugins)
 	m.executor.Start(runCtx)
 	var results []VolumeResult
 	settled := func() bool {

@@ -179,6 +179,9 @@ type Event struct {
 // PluginStatus is a loaded plugin and its last health check.
 type PluginStatus struct {
 	Name string `json:"name"`
+	// Driver is set on the row of one external driver of the plugin Name
+	// (volume.DriverHealthCheckingPlugin); it follows the plugin's row.
+	Driver string `json:"driver,omitempty"`
 	// AccessModes are the modes of a persistent-volume plugin.
 	AccessModes []string `json:"accessModes,omitempty"`
 	// Checked is false for a plugin that has no health check; it is then

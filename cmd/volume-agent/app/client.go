@@ -232,7 +232,12 @@ func printPlugins(w io.Writer, plugins []volumemanager.PluginStatus) {
 		}
 		sort.Strings(details)
 		msg := strings.TrimSpace(p.Message + " " + strings.Join(details, " "))
-		fmt.Fprintf(w, "%s\t%s\t%v\t%s\n", p.Name, orDash(strings.Join(p.AccessModes, ",")), p.Usable, orDash(msg))
+		name := p.Name
+		if p.Driver != "" {
+			// A driver's row: the plugin's name, then the driver's.
+			name += ":" + p.Driver
+		}
+		fmt.Fprintf(w, "%s\t%s\t%v\t%s\n", name, orDash(strings.Join(p.AccessModes, ",")), p.Usable, orDash(msg))
 	}
 }
 

@@ -29,7 +29,9 @@ type driver struct {
 	name     string
 	endpoint string
 	source   string
-	client   Client
+	// version is the CSI version of a registered driver.
+	version string
+	client  Client
 
 	mu sync.Mutex
 	fp fingerprint
@@ -75,6 +77,9 @@ type drivers struct {
 
 	mu     sync.Mutex
 	byName map[string]*driver
+	// scanned, when not nil, is closed once the drivers in the registration
+	// dir at start are registered.
+	scanned chan struct{}
 }
 
 func newDrivers(dial Dialer, clk clock.Clock, callTimeout time.Duration) *drivers {
@@ -83,12 +88,12 @@ func newDrivers(dial Dialer, clk clock.Clock, callTimeout time.Duration) *driver
 
 // add makes name reachable at endpoint, replacing (and closing) any driver
 // of that name.
-func (ds *drivers) add(name, endpoint, source string) (*driver, error) {
+func (ds *drivers) add(name, endpoint, source, version string) (*driver, error) {
 	client, err := ds.dial(endpoint)
 	if err != nil {
 		return nil, err
 	}
-	d := &driver{name: name, endpoint: endpoint, source: source, client: client}
+	d := &driver{name: name, endpoint: endpoint, source: source, version: version, client: client}
 	ds.mu.Lock()
 	old := ds.byName[name]
 	ds.byName[name] = d
@@ -99,15 +104,15 @@ func (ds *drivers) add(name, endpoint, source string) (*driver, error) {
 	return d, nil
 }
 
-// remove forgets the driver name if it is still the one at endpoint.
-func (ds *drivers) remove(name, endpoint string) bool {
+// remove forgets d, unless another driver of its name replaced it, and
+// reports whether it did.
+func (ds *drivers) remove(d *driver) bool {
 	ds.mu.Lock()
-	d := ds.byName[name]
-	if d == nil || d.endpoint != endpoint {
+	if ds.byName[d.name] != d {
 		ds.mu.Unlock()
 		return false
 	}
-	delete(ds.byName, name)
+	delete(ds.byName, d.name)
 	ds.mu.Unlock()
 	_ = d.client.Close()
 	return true
@@ -115,14 +120,32 @@ func (ds *drivers) remove(name, endpoint string) bool {
 
 // get returns the driver called name, or a Transient error: a driver that is
 // not registered yet (just after a restart of the agent or of the driver)
-// may register at any time, so the volume waits for it.
-func (ds *drivers) get(name string) (*driver, error) {
+// may register at any time, so the volume waits for it. While the
+// registration dir is read at start, it waits for that, or for ctx.
+func (ds *drivers) get(ctx context.Context, name string) (*driver, error) {
+	ds.mu.Lock()
+	d, scanned := ds.byName[name], ds.scanned
+	ds.mu.Unlock()
+	if d == nil && scanned != nil {
+		select {
+		case <-scanned:
+		case <-ctx.Done():
+		}
+		ds.mu.Lock()
+		d = ds.byName[name]
+		ds.mu.Unlock()
+	}
+	if d == nil {
+		return nil, volume.NewTransientError(fmt.Errorf("CSI driver %q is not registered on this node (yet)", name))
+	}
+	return d, nil
+}
+
+// lookup returns the driver called name, or nil.
+func (ds *drivers) lookup(name string) *driver {
 	ds.mu.Lock()
 	defer ds.mu.Unlock()
-	if d := ds.byName[name]; d != nil {
-		return d, nil
-	}
-	return nil, volume.NewTransientError(fmt.Errorf("CSI driver %q is not registered on this node (yet)", name))
+	return ds.byName[name]
 }
 
 // list returns the drivers ordered by name.
@@ -245,11 +268,14 @@ func (d *driver) health() volume.Health {
 	fp := d.fp
 	d.mu.Unlock()
 	details := map[string]string{"endpoint": d.endpoint, "source": d.source}
+	if d.version != "" {
+		details["csiVersion"] = d.version
+	}
 	if fp.nodeID != "" {
 		details["nodeID"] = fp.nodeID
 	}
 	if fp.vendorVersion != "" {
-		details["version"] = fp.vendorVersion
+		details["vendorVersion"] = fp.vendorVersion
 	}
 	if fp.maxVolumes > 0 {
 		details["maxVolumes"] = strconv.FormatInt(fp.maxVolumes, 10)

@@ -68,10 +68,11 @@ type plugin struct {
 }
 
 var (
-	_ volume.PersistentVolumePlugin = &plugin{}
-	_ volume.SpecValidatingPlugin   = &plugin{}
-	_ volume.HealthCheckingPlugin   = &plugin{}
-	_ volume.FallbackPlugin         = &plugin{}
+	_ volume.PersistentVolumePlugin     = &plugin{}
+	_ volume.SpecValidatingPlugin       = &plugin{}
+	_ volume.DriverHealthCheckingPlugin = &plugin{}
+	_ volume.RunningPlugin              = &plugin{}
+	_ volume.FallbackPlugin             = &plugin{}
 )
 
 // Init checks the configuration and makes the static drivers known.
@@ -91,7 +92,7 @@ func (p *plugin) Init(host volume.VolumeHost) error {
 		if _, err := socketPath(d.Endpoint); err != nil {
 			return fmt.Errorf("invalid csi configuration: csi.drivers[%d].endpoint: %w", i, err)
 		}
-		if _, err := p.drivers.add(d.Name, d.Endpoint, sourceStatic); err != nil {
+		if _, err := p.drivers.add(d.Name, d.Endpoint, sourceStatic, ""); err != nil {
 			return fmt.Errorf("failed to add CSI driver %q: %w", d.Name, err)
 		}
 	}
@@ -204,22 +205,71 @@ type volumeRef struct {
 // GetPath returns the publish target, ROOT/pods/<uid>/volumes/kubernetes.io~csi/<volume>/mount.
 func (r volumeRef) GetPath() string { return filepath.Join(r.volDir, publishDirName) }
 
-// CheckHealth fingerprints every driver (see Drivers); the plugin is usable
-// when every driver is. With no driver known it is usable, and says so.
+// FingerprintPeriod is how often Run probes each driver (Probe and
+// NodeGetCapabilities), as Nomad does.
+const FingerprintPeriod = 30 * time.Second
+
+// Run follows the registration dir, if one is configured, and fingerprints
+// every driver now and every FingerprintPeriod, until ctx is done.
+func (p *plugin) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	if p.cfg.RegistrationDir != "" {
+		scanned := make(chan struct{})
+		p.drivers.mu.Lock()
+		p.drivers.scanned = scanned
+		p.drivers.mu.Unlock()
+		r := &registrar{dir: p.cfg.RegistrationDir, drivers: p.drivers, bySocket: map[string]*driver{}}
+		wg.Go(func() { r.run(ctx, sync.OnceFunc(func() { close(scanned) })) })
+	}
+	clk := p.host.GetClock()
+	for {
+		for _, d := range p.drivers.list() {
+			p.drivers.fingerprint(ctx, d)
+		}
+		timer := clk.NewTimer(FingerprintPeriod)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case <-timer.C():
+		}
+	}
+}
+
+// CheckHealth fingerprints every driver not fingerprinted within
+// FingerprintPeriod (Run does it otherwise), and reports the plugin usable
+// when every driver is; DriverHealth has each driver's health. With no
+// driver known it is usable, and says so.
 func (p *plugin) CheckHealth(ctx context.Context) volume.Health {
 	ds := p.drivers.list()
 	if len(ds) == 0 {
 		return volume.Health{Usable: true, Message: "no CSI driver is registered"}
 	}
-	usable, healthy := true, 0
+	now := p.host.GetClock().Now()
+	healthy := 0
 	for _, d := range ds {
-		if fp := p.drivers.fingerprint(ctx, d); fp.healthy {
+		d.mu.Lock()
+		fp := d.fp
+		d.mu.Unlock()
+		if fp.checkedAt.IsZero() || now.Sub(fp.checkedAt) >= FingerprintPeriod {
+			fp = p.drivers.fingerprint(ctx, d)
+		}
+		if fp.healthy {
 			healthy++
-		} else {
-			usable = false
 		}
 	}
-	return volume.Health{Usable: usable, Message: fmt.Sprintf("%d of %d CSI drivers are usable", healthy, len(ds))}
+	return volume.Health{Usable: healthy == len(ds), Message: fmt.Sprintf("%d of %d CSI drivers are usable", healthy, len(ds))}
+}
+
+// DriverHealth returns each driver's last fingerprint: its health, node ID
+// and capabilities.
+func (p *plugin) DriverHealth() []volume.DriverHealth {
+	var out []volume.DriverHealth
+	for _, d := range p.drivers.list() {
+		out = append(out, volume.DriverHealth{Name: d.name, Health: d.health()})
+	}
+	return out
 }
 
 // keyedMutex is a mutex per key, kept only while in use.

@@ -402,7 +402,7 @@ func TestUnregisteredDriverIsTransient(t *testing.T) {
 
 	later := newFakeDriver("later.example.com")
 	e.plugin.drivers.dial = later.dialer()
-	if _, err := e.plugin.drivers.add("later.example.com", "/run/later.sock", sourceRegistration); err != nil {
+	if _, err := e.plugin.drivers.add("later.example.com", "/run/later.sock", sourceRegistration, "1.0.0"); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.setUp(spec, testPod("a")); err != nil {

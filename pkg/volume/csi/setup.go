@@ -125,7 +125,7 @@ func (b *builder) SetUpAt(dir string, fsGroup *int64) error {
 	if vol.stageSecret != nil || vol.publishSecret != nil {
 		return volume.Finalf("csi volume %q: nodeStageSecretRef and nodePublishSecretRef are not supported yet", b.volName)
 	}
-	d, err := p.drivers.get(vol.driver)
+	d, err := p.drivers.get(b.ctx, vol.driver)
 	if err != nil {
 		return err
 	}

@@ -47,7 +47,7 @@ func (c *cleaner) TearDownAt(dir string) error {
 		return err
 	}
 	if found {
-		d, err := p.drivers.get(data.DriverName)
+		d, err := p.drivers.get(ctx, data.DriverName)
 		if err != nil {
 			return err
 		}
