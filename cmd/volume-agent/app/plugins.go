@@ -27,6 +27,7 @@ func BuiltinPlugins(cfg *config.AgentConfiguration) []volume.VolumePlugin {
 		Cache: gitrepo.CacheConfig{
 			Enabled:  cfg.GitRepo.Cache.Enabled,
 			MaxBytes: cfg.GitRepo.Cache.MaxBytes,
+			Mode:     cfg.GitRepo.Cache.Mode,
 		},
 	})...)
 	plugins = append(plugins, flocker.ProbeVolumePlugins(flocker.Config{

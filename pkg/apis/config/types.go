@@ -80,6 +80,11 @@ type GitCacheConfiguration struct {
 	Enabled bool
 	// MaxBytes is the size above which the cache is pruned.
 	MaxBytes int64
+	// Mode is how a volume of a cached revision is made: "overlay" (an
+	// overlay mount over the cache's checkout), "copy" (a copy of it), or
+	// "auto" (overlay where overlay mounts work on the root dir's file
+	// system, copy elsewhere).
+	Mode string
 }
 
 // FlockerConfiguration configures the client of the Flocker control service.

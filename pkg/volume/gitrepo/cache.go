@@ -46,7 +46,15 @@ const (
 	// (the mirror state at the revision's first use) and <key>.lock
 	// (flock'ed: shared while copied from, exclusive while made).
 	checkoutsDirName = "checkouts"
-	// maxCheckouts bounds the finished clones kept per repository.
+	// lowersDirName holds the lower layers of overlay volumes: <key> (a
+	// finished volume root: the clone at its directory, or at the root for
+	// "."), named by the repository, revision, directory and mirror state it
+	// was made from, so that it never changes once made; <key>.used (its
+	// mtime is its last use) and <key>.lock (flock'ed: exclusive while it is
+	// made, removed, or a volume takes a reference to it).
+	lowersDirName = "lowers"
+	// maxCheckouts bounds the finished clones, and the lower layers no
+	// volume uses, kept per repository.
 	maxCheckouts = 4
 	// Prefixes of a mirror being made and of one being removed.
 	newMirrorPrefix  = "mirror.new-"
@@ -89,6 +97,11 @@ type mirrorCache struct {
 	// a checkout made), so that a volume merely copied from the cache does
 	// not walk it.
 	grown atomic.Bool
+
+	// usersMu guards users: how many overlay volumes use each lower layer,
+	// by path. Rebuilt from the volumes' records at start (setUsers).
+	usersMu sync.Mutex
+	users   map[string]int
 }
 
 // fetchCall is a fetch in progress that other volumes of the same mirror
@@ -102,7 +115,7 @@ func newMirrorCache(dir string, maxBytes, sizeLimit int64, g *git, clk clock.Clo
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("failed to create cache dir: %w", err)
 	}
-	return &mirrorCache{dir: dir, maxBytes: maxBytes, sizeLimit: sizeLimit, git: g, clock: clk, fetches: map[string]*fetchCall{}}, nil
+	return &mirrorCache{dir: dir, maxBytes: maxBytes, sizeLimit: sizeLimit, git: g, clock: clk, fetches: map[string]*fetchCall{}, users: map[string]int{}}, nil
 }
 
 // cacheEntry is one repository's dir in the cache.
@@ -170,12 +183,35 @@ func (c *mirrorCache) entry(repo string) (cacheEntry, error) {
 // error, a mirror grown past the size limit (errMirrorTooBig) included, the
 // caller clones directly.
 func (c *mirrorCache) populate(ctx context.Context, repo, rev, target string) error {
+	return c.fromMirror(ctx, repo, rev, func(e cacheEntry, checkCommit bool) error {
+		return c.produce(ctx, e, repo, rev, target, checkCommit)
+	})
+}
+
+// lowerLayer returns the lower layer of an overlay volume of repo at rev
+// with the clone at directory (see lower), and counts one more user of it:
+// release undoes that. Its errors are populate's.
+func (c *mirrorCache) lowerLayer(ctx context.Context, repo, rev, directory string) (string, error) {
+	var dir string
+	err := c.fromMirror(ctx, repo, rev, func(e cacheEntry, checkCommit bool) error {
+		var err error
+		dir, err = c.lower(ctx, e, repo, rev, directory, checkCommit)
+		return err
+	})
+	return dir, err
+}
+
+// fromMirror runs fn on repo's mirror under its shared lock, the mirror
+// fetched first unless rev is a full commit id the mirror has (fn's
+// checkCommit is then true, and fn returns errNotMirrored when it must make
+// something from the mirror and the mirror lacks rev).
+func (c *mirrorCache) fromMirror(ctx context.Context, repo, rev string, fn func(e cacheEntry, checkCommit bool) error) error {
 	e, err := c.entry(repo)
 	if err != nil {
 		return err
 	}
 	if isFullObjectID(rev) {
-		err := c.withMirror(ctx, e, func(string) error { return c.produce(ctx, e, repo, rev, target, true) })
+		err := c.withMirror(ctx, e, func(string) error { return fn(e, true) })
 		if !errors.Is(err, errNotMirrored) && !errors.Is(err, errMirrorMissing) {
 			return err
 		}
@@ -185,12 +221,165 @@ func (c *mirrorCache) populate(ctx context.Context, repo, rev, target string) er
 		if err := c.refresh(ctx, e, repo, rev == ""); err != nil {
 			return err
 		}
-		err := c.withMirror(ctx, e, func(string) error { return c.produce(ctx, e, repo, rev, target, false) })
+		err := c.withMirror(ctx, e, func(string) error { return fn(e, false) })
 		if !errors.Is(err, errMirrorMissing) {
 			return err
 		}
 	}
 	return fmt.Errorf("mirror of %s was removed while in use", redactURL(repo))
+}
+
+// lower returns e's lower layer for an overlay volume of repo at rev with
+// the clone at directory, made from the mirror if there is none for the
+// mirror's current state, and counts one more user of it. A lower layer
+// never changes once made: a moved branch makes another. The caller holds
+// e's shared lock.
+func (c *mirrorCache) lower(ctx context.Context, e cacheEntry, repo, rev, directory string, checkCommit bool) (string, error) {
+	state, err := c.mirrorState(ctx, e)
+	if err != nil {
+		return "", err
+	}
+	lowers := e.path(lowersDirName)
+	if err := os.MkdirAll(lowers, 0o700); err != nil {
+		return "", fmt.Errorf("failed to create the lower layers dir: %w", err)
+	}
+	sum := sha256.Sum256([]byte(repo + "\x00" + rev + "\x00" + directory + "\x00" + state))
+	dir := filepath.Join(lowers, hex.EncodeToString(sum[:12]))
+	unlock, err := lockFile(ctx, dir+".lock", unix.LOCK_EX)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if !exists(dir) {
+		if checkCommit {
+			if _, err := c.git.runOnMirror(ctx, e.mirror(), "cat-file", "-e", rev+"^{commit}"); err != nil {
+				return "", errNotMirrored
+			}
+		}
+		if err := c.makeLower(ctx, e, repo, rev, directory, dir); err != nil {
+			return "", err
+		}
+		defer c.pruneLowers(ctx, e, maxCheckouts)
+	}
+	if err := touch(dir+".used", c.clock.Now()); err != nil {
+		klog.FromContext(ctx).V(4).Info("Failed to record the use of a lower layer", "path", dir, "err", err)
+	}
+	c.acquire(dir)
+	return dir, nil
+}
+
+// makeLower makes dir a volume root holding a clone of repo at rev from e's
+// mirror at directory: made under a temporary name and renamed. The caller
+// holds dir's lock.
+func (c *mirrorCache) makeLower(ctx context.Context, e cacheEntry, repo, rev, directory, dir string) error {
+	leftovers, _ := filepath.Glob(dir + ".new-*")
+	for _, old := range leftovers {
+		if err := os.RemoveAll(old); err != nil {
+			return fmt.Errorf("failed to remove an unfinished lower layer: %w", err)
+		}
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(dir), filepath.Base(dir)+".new-")
+	if err != nil {
+		return fmt.Errorf("failed to create a lower layer: %w", err)
+	}
+	target := filepath.Join(tmp, directory)
+	if directory == "." {
+		// Git makes the clone's dir with the mode a plain clone's has.
+		err = os.Remove(tmp)
+	}
+	c.grown.Store(true)
+	if err == nil {
+		watched, stop := watchSize(ctx, c.clock, tmp, c.sizeLimit)
+		err = c.copyMirror(watched, e, repo, rev, target)
+		if sizeErr := stop(); sizeErr != nil {
+			// The volume's own limit: the volume would be as big.
+			os.RemoveAll(tmp)
+			return sizeLimitError(repo, sizeErr)
+		}
+	}
+	if err == nil {
+		err = os.Rename(tmp, dir)
+	}
+	if err != nil {
+		os.RemoveAll(tmp)
+		return fmt.Errorf("failed to make a lower layer of %s: %w", redactURL(repo), err)
+	}
+	return nil
+}
+
+// pruneLowers removes e's lower layers that no volume uses, but the keep
+// most recently used ones. A layer in use is never removed.
+func (c *mirrorCache) pruneLowers(ctx context.Context, e cacheEntry, keep int) {
+	used, _ := filepath.Glob(filepath.Join(e.path(lowersDirName), "*.used"))
+	lastUse := func(path string) time.Time {
+		info, err := os.Stat(path)
+		if err != nil {
+			return time.Time{}
+		}
+		return info.ModTime()
+	}
+	sort.Slice(used, func(i, j int) bool { return lastUse(used[i]).After(lastUse(used[j])) })
+	kept := 0
+	for _, u := range used {
+		dir := strings.TrimSuffix(u, ".used")
+		if c.inUse(dir) {
+			continue
+		}
+		if kept < keep {
+			kept++
+			continue
+		}
+		unlock, ok := tryLockFile(dir + ".lock")
+		if !ok {
+			continue
+		}
+		// Checked again under the lock, which a new user takes.
+		if !c.inUse(dir) {
+			if err := os.RemoveAll(dir); err != nil {
+				klog.FromContext(ctx).Error(err, "Failed to remove a lower layer", "path", dir)
+			} else {
+				_ = os.Remove(u)
+				_ = os.Remove(dir + ".lock")
+			}
+		}
+		unlock()
+	}
+}
+
+// acquire counts one more volume using the lower layer dir.
+func (c *mirrorCache) acquire(dir string) {
+	c.usersMu.Lock()
+	defer c.usersMu.Unlock()
+	c.users[dir]++
+}
+
+// release counts one volume less using the lower layer dir.
+func (c *mirrorCache) release(dir string) {
+	c.usersMu.Lock()
+	defer c.usersMu.Unlock()
+	if c.users[dir] <= 1 {
+		delete(c.users, dir)
+		return
+	}
+	c.users[dir]--
+}
+
+// inUse reports whether a volume uses the lower layer dir.
+func (c *mirrorCache) inUse(dir string) bool {
+	c.usersMu.Lock()
+	defer c.usersMu.Unlock()
+	return c.users[dir] > 0
+}
+
+// setUsers replaces the counts of users by those of the lower layers given,
+// one per volume: the records of the overlay volumes on disk, at start.
+func (c *mirrorCache) setUsers(lowers []string) {
+	c.usersMu.Lock()
+	defer c.usersMu.Unlock()
+	c.users = map[string]int{}
+	for _, dir := range lowers {
+		c.users[dir]++
+	}
 }
 
 // withMirror runs fn on e's mirror under a shared lock, so that no fetch or
@@ -654,8 +843,10 @@ func (c *mirrorCache) repair(ctx context.Context, e cacheEntry) {
 
 // discardLocked removes e's mirror and the checkouts made from it: renamed
 // first, so that a crash never leaves a half-removed mirror under its real
-// name. The caller holds the exclusive lock.
+// name; and the lower layers that no volume uses. The caller holds the
+// exclusive lock.
 func (c *mirrorCache) discardLocked(ctx context.Context, e cacheEntry) {
+	c.pruneLowers(ctx, e, 0)
 	if !exists(e.mirror()) {
 		return
 	}

@@ -22,14 +22,15 @@ import (
 // exactly those of a plain git clone.
 func TestRealClones(t *testing.T) {
 	for _, protocol := range []string{"git", "http"} {
-		for _, cacheOn := range []bool{false, true} {
-			name := protocol + "/direct"
-			if cacheOn {
-				name = protocol + "/cache"
-			}
-			t.Run(name, func(t *testing.T) {
+		for _, mode := range []string{"direct", CacheModeCopy, CacheModeOverlay} {
+			t.Run(protocol+"/"+mode, func(t *testing.T) {
 				t.Parallel()
-				env := newRealEnv(t, realConfig(cacheOn))
+				cfg := realConfig(mode != "direct")
+				if mode == CacheModeOverlay {
+					requireOverlay(t)
+					cfg.Cache.Mode = mode
+				}
+				env := newRealEnv(t, cfg)
 				s := newSampleRepo(t, env.srv, "sample.git")
 				url := env.url(protocol, "sample.git")
 				plainClone := filepath.Join(t.TempDir(), "plain")
@@ -84,6 +85,10 @@ func checkVolume(t *testing.T, env *realEnv, url, uid string, tc cloneCase, want
 		t.Fatalf("%s: SetUp error = %v", tc.name, err)
 	}
 	work := filepath.Join(path, tc.subdir)
+	wantOverlay := env.cfg.Cache.Enabled && env.cfg.Cache.Mode == CacheModeOverlay
+	if mounted, err := isOverlayMount(path); err != nil || mounted != wantOverlay {
+		t.Errorf("%s: volume is an overlay mount: %v (%v), want %v", tc.name, mounted, err, wantOverlay)
+	}
 	if tc.subdir != "." {
 		if info, err := os.Stat(work); err != nil || info.Mode() != cloneMode {
 			t.Errorf("%s: clone dir mode = %v (%v), want %v as a plain clone's", tc.name, info.Mode(), err, cloneMode)

@@ -63,17 +63,23 @@ type CacheConfig struct {
 	// used ones that no volume is being made from are removed. Zero means
 	// no bound.
 	MaxBytes int64
+	// Mode is how a volume of a revision the cache holds is made:
+	// CacheModeOverlay (an overlay mount over the cache's checkout),
+	// CacheModeCopy (a copy of it), or CacheModeAuto (overlay where a probe
+	// mount on ROOT's file system works, copy elsewhere). Empty means
+	// CacheModeAuto.
+	Mode string
 }
 
 // DefaultConfig returns the configuration the agent uses by default: https
 // and ssh, a 2 minute timeout, no size limit, git 2.30.0 or newer, and a
-// 10 GiB cache.
+// 10 GiB cache whose volumes are overlay mounts where they work.
 func DefaultConfig() Config {
 	return Config{
 		AllowedProtocols: DefaultAllowedProtocols(),
 		Timeout:          DefaultTimeout,
 		MinGitVersion:    DefaultMinGitVersion,
-		Cache:            CacheConfig{Enabled: true, MaxBytes: DefaultCacheMaxBytes},
+		Cache:            CacheConfig{Enabled: true, MaxBytes: DefaultCacheMaxBytes, Mode: CacheModeAuto},
 	}
 }
 
@@ -106,6 +112,13 @@ func (cfg Config) withDefaults() (Config, *version.Version, error) {
 	}
 	if cfg.Cache.MaxBytes < 0 {
 		errs = append(errs, fmt.Errorf("gitRepo.cache.maxBytes: %d must not be negative", cfg.Cache.MaxBytes))
+	}
+	switch cfg.Cache.Mode {
+	case "":
+		cfg.Cache.Mode = CacheModeAuto
+	case CacheModeAuto, CacheModeOverlay, CacheModeCopy:
+	default:
+		errs = append(errs, fmt.Errorf("gitRepo.cache.mode: unsupported mode %q: supported values: %s, %s, %s", cfg.Cache.Mode, CacheModeAuto, CacheModeCopy, CacheModeOverlay))
 	}
 	if cfg.MinGitVersion == "" {
 		cfg.MinGitVersion = DefaultMinGitVersion

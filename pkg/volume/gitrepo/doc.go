@@ -20,4 +20,11 @@
 // alternates, no hard links): a volume never depends on the cache and cannot
 // change it. Concurrent volumes of one repository share one fetch; a failed,
 // corrupt or full cache falls back to a direct clone.
+//
+// In overlay mode (CacheModeOverlay, or CacheModeAuto where a probe mount
+// works) a volume of a cached revision is instead an overlay mount: the
+// cache's immutable checkout of the revision (a lower layer) below an upper
+// and a work dir in the volume's metadata dir. The cache counts the volumes
+// using each lower layer, rebuilt from the volumes' records at start, and
+// never removes one in use. docs/gitrepo.md describes both modes.
 package gitrepo

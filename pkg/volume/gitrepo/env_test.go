@@ -5,10 +5,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -31,7 +33,7 @@ func realConfig(cacheOn bool) Config {
 	return Config{
 		AllowedProtocols: []string{"git", "http"},
 		Timeout:          testTimeout,
-		Cache:            CacheConfig{Enabled: cacheOn},
+		Cache:            CacheConfig{Enabled: cacheOn, Mode: CacheModeCopy},
 	}
 }
 
@@ -43,22 +45,60 @@ type realEnv struct {
 	cfg  Config
 	host volume.VolumeHost
 	mgr  *volume.VolumePluginMgr
+	// mounter is the host's; nil means mount.New("").
+	mounter mount.Interface
 }
 
 func newRealEnv(t *testing.T, cfg Config) *realEnv {
 	t.Helper()
 	e := &realEnv{t: t, root: t.TempDir(), srv: gitserver.StartForTest(t), cfg: cfg}
+	t.Cleanup(func() { unmountAllUnder(t, e.root) })
 	e.start()
 	return e
+}
+
+// unmountAllUnder detaches every mount under root, deepest first, so that
+// no test leaves a mount behind, whatever it failed at.
+func unmountAllUnder(t *testing.T, root string) {
+	mounts, err := mount.ParseMountInfo("/proc/self/mountinfo")
+	if err != nil {
+		t.Errorf("failed to read the mount table: %v", err)
+		return
+	}
+	var points []string
+	for _, m := range mounts {
+		if strings.HasPrefix(m.MountPoint, root+"/") {
+			points = append(points, m.MountPoint)
+		}
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(points)))
+	for _, p := range points {
+		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil {
+			t.Errorf("failed to unmount %s: %v", p, err)
+		}
+	}
+}
+
+// requireOverlay skips the test unless it runs as root, which overlay
+// mounts need.
+func requireOverlay(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("overlay mounts need root")
+	}
 }
 
 // start loads the plugins afresh and checks their health, as an agent start
 // does: the check prepares the plugin's dir. A dead agent's git is killed
 // later, by the first NewBuilder.
 func (e *realEnv) start() {
+	mounter := e.mounter
+	if mounter == nil {
+		mounter = mount.New("")
+	}
 	e.host, e.mgr = volumetesting.NewFakeVolumeHost(e.t, e.root,
 		append(ProbeVolumePlugins(e.cfg), emptydir.ProbeVolumePlugins()...),
-		volumetesting.FakeHostOptions{Mounter: mount.New(""), Exec: utilexec.New(), Clock: clock.RealClock{}})
+		volumetesting.FakeHostOptions{Mounter: mounter, Exec: utilexec.New(), Clock: clock.RealClock{}})
 	if health := e.plugin().CheckHealth(e.t.Context()); !health.Usable {
 		e.t.Fatalf("gitRepo plugin not usable: %s", health.Message)
 	}

@@ -56,6 +56,9 @@ type plugin struct {
 	host       volume.VolumeHost
 	git        *git
 	cache      *mirrorCache
+	// overlay is what the overlay probe found; usable only when the cache
+	// is on and its mode is not copy.
+	overlay overlaySupport
 
 	// prepareMu guards git and cache, made by prepare.
 	prepareMu sync.Mutex
@@ -112,9 +115,74 @@ func (p *plugin) prepare() error {
 		if p.cache, err = newMirrorCache(filepath.Join(dir, "cache"), p.cfg.Cache.MaxBytes, p.cfg.MaxSizeBytes, g, p.host.GetClock()); err != nil {
 			return err
 		}
+		if err := p.countLowerUsers(); err != nil {
+			return err
+		}
+		if p.cfg.Cache.Mode != CacheModeCopy {
+			p.overlay = probeOverlay(p.host.GetMounter(), filepath.Join(p.cache.dir, ".overlay-probe"))
+			recordProbe(p.cache.dir, p.overlay, p.host.GetClock().Now())
+			klog.InfoS("Probed overlay mounts for gitRepo volumes", "mode", p.cfg.Cache.Mode, "usable", p.overlay.usable, "reason", p.overlay.reason)
+		}
 	}
 	p.git = g
 	return nil
+}
+
+// countLowerUsers rebuilds the cache's counts of the overlay volumes using
+// each lower layer from the volumes' records on disk.
+func (p *plugin) countLowerUsers() error {
+	records, err := filepath.Glob(filepath.Join(p.host.GetPodPluginDir("*", PluginName), "*", overlayDirName, lowerFileName))
+	if err != nil {
+		return fmt.Errorf("failed to list overlay volumes: %w", err)
+	}
+	var lowers []string
+	for _, record := range records {
+		lower, err := overlayVolume{dir: filepath.Dir(record)}.lower()
+		if err != nil {
+			return err
+		}
+		lowers = append(lowers, lower)
+	}
+	p.cache.setUsers(lowers)
+	return nil
+}
+
+// useOverlay reports whether volumes of cached revisions are overlay
+// mounts, and an error when the mode is overlay and overlay mounts do not
+// work.
+func (p *plugin) useOverlay() (bool, error) {
+	if p.cache == nil || p.cfg.Cache.Mode == CacheModeCopy {
+		return false, nil
+	}
+	if !p.overlay.usable && p.cfg.Cache.Mode == CacheModeOverlay {
+		return false, volume.NewTransientError(fmt.Errorf("gitRepo.cache.mode is %s, but %s", CacheModeOverlay, p.overlay.reason))
+	}
+	return p.overlay.usable, nil
+}
+
+// cacheModeHealth returns how volumes are made from the cache, as the probe
+// this process ran or, before any, the last one recorded says; and an error
+// when the mode is overlay and overlay mounts do not work.
+func (p *plugin) cacheModeHealth() (string, error) {
+	mode := p.cfg.Cache.Mode
+	if mode == CacheModeCopy {
+		return CacheModeCopy, nil
+	}
+	p.prepareMu.Lock()
+	support, probed := p.overlay, p.git != nil && p.cache != nil
+	p.prepareMu.Unlock()
+	if !probed {
+		support, probed = readProbe(filepath.Join(p.host.GetPluginDir(PluginName), "cache"))
+	}
+	switch {
+	case !probed:
+		return mode + ": overlay mounts not probed yet (probed at the first volume)", nil
+	case support.usable:
+		return CacheModeOverlay + ": " + support.reason, nil
+	case mode == CacheModeOverlay:
+		return mode, fmt.Errorf("gitRepo.cache.mode is %s, but %s", CacheModeOverlay, support.reason)
+	}
+	return CacheModeCopy + " (" + mode + "): " + support.reason, nil
 }
 
 func (p *plugin) Name() string { return PluginName }
@@ -140,12 +208,17 @@ func (p *plugin) ValidateSpec(spec *volume.Spec, fldPath *field.Path) field.Erro
 // root dir (see gitForVersion), so that `volume-agent plugins` is read-only.
 func (p *plugin) CheckHealth(ctx context.Context) volume.Health {
 	details := map[string]string{"minGitVersion": p.minVersion.String(), "allowedProtocols": strings.Join(p.cfg.AllowedProtocols, ",")}
+	var modeErr error
 	if p.cfg.Cache.Enabled {
 		details["cache"] = filepath.Join(p.host.GetPluginDir(PluginName), "cache")
+		details["cacheMode"], modeErr = p.cacheModeHealth()
 	}
 	v, err := p.checkGit(ctx, true)
 	if v != nil {
 		details["gitVersion"] = v.String()
+	}
+	if err == nil {
+		err = modeErr
 	}
 	if err != nil {
 		return volume.Health{Usable: false, Message: err.Error(), Details: details}
@@ -247,12 +320,18 @@ func (p *plugin) NewBuilder(spec *volume.Spec, pod *v1.Pod, opts volume.VolumeOp
 		pod:           pod,
 		source:        source,
 		directory:     filepath.Clean(directory),
+		readOnly:      spec.ReadOnly,
 		opts:          opts,
 	}, nil
 }
 
-// NewCleaner returns the Cleaner of volName in podUID.
+// NewCleaner returns the Cleaner of volName in podUID. It prepares the
+// plugin, so that the cache counts the users of its lower layers before a
+// tear-down releases one; a failure to prepare does not stop a tear-down.
 func (p *plugin) NewCleaner(volName string, podUID types.UID) (volume.Cleaner, error) {
+	if err := p.prepare(); err != nil {
+		klog.InfoS("Tearing down without the gitRepo cache", "err", err)
+	}
 	return &cleaner{gitRepoVolume: p.volume(volName, podUID)}, nil
 }
 
@@ -293,11 +372,13 @@ type builder struct {
 	pod       *v1.Pod
 	source    v1.GitRepoVolumeSource
 	directory string
-	opts      volume.VolumeOptions
+	// readOnly makes an overlay volume a read-only mount.
+	readOnly bool
+	opts     volume.VolumeOptions
 }
 
 func (b *builder) GetAttributes() volume.Attributes {
-	return volume.Attributes{ReadOnly: false, Managed: true}
+	return volume.Attributes{ReadOnly: b.readOnly, Managed: true}
 }
 
 func (b *builder) SetUp(fsGroup *int64) error { return b.SetUpAt(b.Path, fsGroup) }
@@ -310,7 +391,10 @@ func (b *builder) SetUp(fsGroup *int64) error { return b.SetUpAt(b.Path, fsGroup
 // cleanup fails the error is Uncertain.
 func (b *builder) SetUpAt(dir string, fsGroup *int64) error {
 	if util.IsReady(b.MetadataDir) {
-		return nil
+		mounted, err := b.remountOverlay(dir)
+		if err != nil || mounted {
+			return err
+		}
 	}
 	ctx, cancel := context.WithTimeoutCause(b.opts.ContextOrBackground(), b.plugin.cfg.Timeout, errTimeout)
 	defer cancel()
@@ -343,6 +427,21 @@ func (b *builder) setUp(ctx context.Context, dir string, fsGroup *int64) error {
 	}
 	if err := wrapped.SetUpAt(dir, fsGroup); err != nil {
 		return err
+	}
+	overlay, err := b.plugin.useOverlay()
+	if err != nil {
+		return err
+	}
+	if overlay {
+		err := b.setUpOverlay(ctx, dir, fsGroup)
+		switch {
+		case err == nil:
+			b.plugin.cache.evict(ctx)
+			return util.SetReady(b.MetadataDir)
+		case volume.IsFinal(err) || volume.IsUncertain(err) || ctx.Err() != nil:
+			return err
+		}
+		klog.FromContext(ctx).Info("Copying the volume after its overlay failed", "err", err)
 	}
 	staging := stagingDir(dir)
 	if err := b.populate(ctx, staging); err != nil {
@@ -478,10 +577,13 @@ func checkoutRevision(ctx context.Context, g *git, repo, rev, workTree string) e
 	return nil
 }
 
-// undo removes what a failed set-up made: the staging dir and the wrapped
-// emptyDir.
+// undo removes what a failed set-up made: an overlay, the staging dir and
+// the wrapped emptyDir.
 func (b *builder) undo(dir string) error {
 	var errs []error
+	if err := b.tearDownOverlay(dir); err != nil {
+		errs = append(errs, err)
+	}
 	if err := b.removeStaging(dir); err != nil {
 		errs = append(errs, err)
 	}
@@ -506,10 +608,17 @@ type cleaner struct {
 func (c *cleaner) TearDown() error { return c.TearDownAt(c.Path) }
 
 // TearDownAt removes the ready marker first, so that a tear-down cut short
-// never leaves a volume marked ready, then any staging dir, then the wrapped
+// never leaves a volume marked ready, then an overlay volume's mount and
+// layers (see tearDownOverlay), then any staging dir, then the wrapped
 // emptyDir with the clone in it (never following a symlink out, never
 // crossing a mount). A volume already gone is a success.
 func (c *cleaner) TearDownAt(dir string) error {
+	if err := removeReadyMarker(c.MetadataDir); err != nil {
+		return err
+	}
+	if err := c.tearDownOverlay(dir); err != nil {
+		return err
+	}
 	if err := util.RemoveMetadataDir(c.MetadataDir); err != nil {
 		return err
 	}

@@ -160,7 +160,7 @@ func everyFieldSet() *config.AgentConfiguration {
 			Timeout:          d("45s"),
 			MaxSizeBytes:     123456,
 			MinGitVersion:    "2.41.0",
-			Cache:            config.GitCacheConfiguration{Enabled: true, MaxBytes: 99999},
+			Cache:            config.GitCacheConfiguration{Enabled: true, MaxBytes: 99999, Mode: "overlay"},
 		},
 		Flocker: config.FlockerConfiguration{
 			ControlServiceHost: "flocker.example",

@@ -15,6 +15,7 @@ const (
 	DefaultGitTimeout               = 2 * time.Minute
 	DefaultMinGitVersion            = "2.30.0"
 	DefaultGitCacheMaxBytes   int64 = 10 << 30 // 10 GiB
+	DefaultGitCacheMode             = "auto"
 	DefaultFlockerHost              = "localhost"
 	DefaultFlockerPort        int32 = 4523
 	DefaultFlockerCAFile            = "/etc/flocker/cluster.crt"
@@ -64,6 +65,7 @@ func SetDefaults_AgentConfiguration(obj *AgentConfiguration) { //nolint:revive /
 	if git.Cache.MaxBytes == 0 {
 		git.Cache.MaxBytes = DefaultGitCacheMaxBytes
 	}
+	setDefaultString(&git.Cache.Mode, DefaultGitCacheMode)
 
 	flocker := &obj.Flocker
 	setDefaultString(&flocker.ControlServiceHost, DefaultFlockerHost)

@@ -21,7 +21,7 @@ func defaulted() *AgentConfiguration {
 			AllowedProtocols: []string{"https", "ssh"},
 			Timeout:          duration(2 * time.Minute),
 			MinGitVersion:    "2.30.0",
-			Cache:            GitCacheConfiguration{Enabled: ptr.To(true), MaxBytes: 10 * 1024 * 1024 * 1024},
+			Cache:            GitCacheConfiguration{Enabled: ptr.To(true), MaxBytes: 10 * 1024 * 1024 * 1024, Mode: "auto"},
 		},
 		Flocker: FlockerConfiguration{
 			ControlServiceHost: "localhost",
@@ -62,7 +62,7 @@ func custom() *AgentConfiguration {
 			Timeout:          duration(time.Minute),
 			MaxSizeBytes:     1 << 20,
 			MinGitVersion:    "2.40.1",
-			Cache:            GitCacheConfiguration{Enabled: ptr.To(false), MaxBytes: 1 << 30},
+			Cache:            GitCacheConfiguration{Enabled: ptr.To(false), MaxBytes: 1 << 30, Mode: "copy"},
 		},
 		Flocker: FlockerConfiguration{
 			ControlServiceHost: "flocker.example",

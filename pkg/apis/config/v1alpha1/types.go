@@ -88,6 +88,12 @@ type GitCacheConfiguration struct {
 	// Default: 10737418240 (10 GiB); 0 also means the default.
 	// +optional
 	MaxBytes int64 `json:"maxBytes,omitempty"`
+	// mode is how a volume of a cached revision is made: "overlay" (an
+	// overlay mount over the cache's checkout of the revision), "copy" (a
+	// copy of that checkout), or "auto" (overlay where a probe mount on the
+	// root dir's file system works, copy elsewhere). Default: "auto".
+	// +optional
+	Mode string `json:"mode,omitempty"`
 }
 
 // FlockerConfiguration configures the client of the Flocker control service.

@@ -227,6 +227,7 @@ func autoConvert_v1alpha1_GitCacheConfiguration_To_config_GitCacheConfiguration(
 		return err
 	}
 	out.MaxBytes = in.MaxBytes
+	out.Mode = in.Mode
 	return nil
 }
 
@@ -240,6 +241,7 @@ func autoConvert_config_GitCacheConfiguration_To_v1alpha1_GitCacheConfiguration(
 		return err
 	}
 	out.MaxBytes = in.MaxBytes
+	out.Mode = in.Mode
 	return nil
 }
 

@@ -26,6 +26,9 @@ var GitProtocols = sets.New("https", "ssh", "git", "http", "file")
 
 var logFormats = sets.New(config.LogFormatText, config.LogFormatJSON)
 
+// gitCacheModes are the values gitRepo.cache.mode takes.
+var gitCacheModes = sets.New("auto", "copy", "overlay")
+
 // ValidateAgentConfiguration checks every field of a defaulted configuration
 // and returns every problem found, not only the first; nil means valid.
 // It touches neither the file system nor the network.
@@ -111,6 +114,9 @@ func validateGitRepo(fldPath *field.Path, git *config.GitRepoConfiguration) fiel
 		allErrs = append(allErrs, field.Invalid(cachePath, git.Cache.MaxBytes, "must not be negative"))
 	case git.Cache.Enabled && git.Cache.MaxBytes == 0:
 		allErrs = append(allErrs, field.Invalid(cachePath, git.Cache.MaxBytes, "must be greater than zero when the cache is enabled"))
+	}
+	if git.Cache.Mode != "" && !gitCacheModes.Has(git.Cache.Mode) {
+		allErrs = append(allErrs, field.NotSupported(fldPath.Child("cache", "mode"), git.Cache.Mode, sets.List(gitCacheModes)))
 	}
 	return allErrs
 }

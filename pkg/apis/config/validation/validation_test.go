@@ -145,6 +145,10 @@ func TestValidateAgentConfigurationRejects(t *testing.T) {
 			configure: func(c *config.AgentConfiguration) { c.GitRepo.Timeout = duration(0) },
 			errMsg:    `gitRepo.timeout (--git-timeout): Invalid value: "0s": must be greater than zero`,
 		},
+		"unknown cache mode": {
+			configure: func(c *config.AgentConfiguration) { c.GitRepo.Cache.Mode = "hardlink" },
+			errMsg:    `gitRepo.cache.mode: Unsupported value: "hardlink": supported values: "auto", "copy", "overlay"`,
+		},
 		"negative maxSizeBytes": {
 			configure: func(c *config.AgentConfiguration) { c.GitRepo.MaxSizeBytes = -1 },
 			errMsg:    `gitRepo.maxSizeBytes: Invalid value: -1: must not be negative (0 means no limit)`,
