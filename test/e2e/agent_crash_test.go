@@ -166,7 +166,9 @@ func TestAgentCrashSafety(t *testing.T) {
 			}
 		}
 	}
-	// Nothing undesired on disk or mounted; no mount stacked.
+	// Nothing undesired on disk or mounted; no mount stacked. The mounts
+	// are each desired pod's tmpfs and its gitRepo volume's overlay (the
+	// default cache mode, auto, makes overlays where they work, as here).
 	entries, err := os.ReadDir(filepath.Join(e.root, "pods"))
 	if err != nil {
 		t.Fatal(err)
@@ -185,12 +187,13 @@ func TestAgentCrashSafety(t *testing.T) {
 		}
 		seen[mp.Path] = true
 		var i int
-		if _, err := fmt.Sscanf(strings.TrimPrefix(mp.Path, filepath.Join(e.root, "pods")+"/"), "crash-%d/", &i); err != nil || !desired[i] || mp.Path != volumePath(e, i, "cache") {
+		if _, err := fmt.Sscanf(strings.TrimPrefix(mp.Path, filepath.Join(e.root, "pods")+"/"), "crash-%d/", &i); err != nil || !desired[i] ||
+			!(mp.Path == volumePath(e, i, "cache") && mp.Type == "tmpfs" || mp.Path == volumePath(e, i, "src") && mp.Type == "overlay") {
 			t.Errorf("unexpected mount %s (%s)", mp.Path, mp.Type)
 		}
 	}
-	if len(seen) != len(desired) {
-		t.Errorf("%d mounts, want one tmpfs per desired pod (%d)", len(seen), len(desired))
+	if len(seen) != 2*len(desired) {
+		t.Errorf("%d mounts, want a tmpfs and an overlay per desired pod (%d)", len(seen), 2*len(desired))
 	}
 }
 
