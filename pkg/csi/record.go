@@ -208,7 +208,11 @@ func (s recordStore) file(target string) string {
 	return filepath.Join(s.dir, hex.EncodeToString(sum[:])+".json")
 }
 
-// write keeps r, replacing its previous record atomically and durably.
+// write keeps r, replacing its previous record atomically: a crash leaves
+// the old file or the new one. It is not synced, as the ready markers and
+// the manager's targets are not: the record must survive the agent's
+// death, which the page cache does; after the node's, the kubelet publishes
+// again.
 func (s recordStore) write(r *publishRecord) error {
 	data, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
@@ -224,9 +228,6 @@ func (s recordStore) write(r *publishRecord) error {
 	}
 	defer os.Remove(tmp.Name())
 	_, err = tmp.Write(append(data, '\n'))
-	if err == nil {
-		err = tmp.Sync()
-	}
 	if closeErr := tmp.Close(); err == nil {
 		err = closeErr
 	}

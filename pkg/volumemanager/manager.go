@@ -160,7 +160,8 @@ type Manager struct {
 	lastPass    time.Time
 	// nextWake is the earliest retry time a pass found, zero when none.
 	nextWake time.Time
-	// passDone is closed and replaced at the end of every reconciler pass.
+	// passDone is closed and replaced at the end of every reconciler pass,
+	// and when an operation finishes (see wakeWaitersLocked).
 	passDone chan struct{}
 	// events is a ring of at most MaxEvents; eventsHead indexes the oldest
 	// once it is full.
@@ -269,8 +270,7 @@ func (m *Manager) loop(ctx context.Context, done func() bool) {
 			m.cfg.Observer.ObserveReconcile(m.cfg.Clock.Since(start))
 		}
 		m.mu.Lock()
-		close(m.passDone)
-		m.passDone = make(chan struct{})
+		m.wakeWaitersLocked()
 		m.mu.Unlock()
 		if done != nil && done() {
 			return
@@ -304,8 +304,14 @@ func (m *Manager) loop(ctx context.Context, done func() bool) {
 	}
 }
 
-// waitFor waits until cond, checked after every pass with m.mu held, is
-// true, or ctx is done.
+// wakeWaitersLocked makes waitFor check its condition again.
+func (m *Manager) wakeWaitersLocked() {
+	close(m.passDone)
+	m.passDone = make(chan struct{})
+}
+
+// waitFor waits until cond, checked with m.mu held after every pass and
+// every finished operation, is true, or ctx is done.
 func (m *Manager) waitFor(ctx context.Context, cond func() bool) error {
 	for {
 		m.mu.Lock()

@@ -379,6 +379,7 @@ func (m *Manager) setUpDone(r OperationResult, spec *volume.Spec, path string) {
 	defer m.Trigger()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	defer m.wakeWaitersLocked()
 	rec := m.volumes[r.Key]
 	if rec == nil {
 		return
@@ -422,6 +423,7 @@ func (m *Manager) tearDownDone(r OperationResult) {
 	defer m.Trigger()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	defer m.wakeWaitersLocked()
 	rec := m.volumes[r.Key]
 	if rec == nil {
 		return
