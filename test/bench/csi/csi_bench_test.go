@@ -172,4 +172,3 @@ func benchPlugin(b *testing.B, medium v1.StorageMedium) {
 		}
 	}
 }
-
