@@ -934,3 +934,42 @@ func TestManagerCancelsTheSetUpOfARemovedPod(t *testing.T) {
 		t.Errorf("%d tear-downs of what the cancelled set-up left, want 1", n)
 	}
 }
+
+// A source's Target places a volume outside the root dir; the target is
+// kept on disk so that a restarted Manager, to which no source declares the
+// volume any more, tears it down there.
+func TestManagerSetsUpAtATargetAndTearsItDownAfterARestart(t *testing.T) {
+	e := newTestEnv(t)
+	target := filepath.Join(t.TempDir(), "kubelet", "mount")
+	e.m.UpdateSources(SourceUpdate{
+		Source:  "csi",
+		Bundle:  &manifest.Bundle{Pods: []*v1.Pod{testPod("p", "web", emptyDirVolume("v"))}},
+		Targets: map[types.UID]map[string]Target{"p": {"v": {Path: target}}},
+	})
+	e.m.MarkSourcesSynced()
+	e.start()
+	e.waitFor("set up at the target", e.stateIs("p", "v", StateReady))
+	if got := e.volume("p", "v").Path; got != target {
+		t.Errorf("status path = %q, want the target %q", got, target)
+	}
+	if !exists(target) || exists(e.volumeDir("p", "v")) {
+		t.Errorf("target exists: %v, dir under the root exists: %v; want the target only", exists(target), exists(e.volumeDir("p", "v")))
+	}
+
+	// The agent dies; the source's record of the volume is gone when it
+	// comes back.
+	e.stop()
+	m, err := New(e.m.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.m = m
+	e.start()
+	e.m.MarkSourcesSynced()
+	e.waitFor("torn down at the target and the pod dir removed", func() bool {
+		return !exists(target) && !exists(e.layout.PodDir("p"))
+	})
+	if n := e.plugin.count(OperationTearDown, "v"); n != 1 {
+		t.Errorf("%d tear-downs, want 1", n)
+	}
+}
