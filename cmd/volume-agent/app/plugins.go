@@ -38,6 +38,10 @@ func BuiltinPlugins(cfg *config.AgentConfiguration) []volume.VolumePlugin {
 		ClientKeyFile:      cfg.Flocker.ClientKeyFile,
 		MoveTimeout:        cfg.Flocker.MoveTimeout.Duration,
 	})...)
-	plugins = append(plugins, csi.ProbeVolumePlugins(csi.Config{})...)
+	csiConfig := csi.Config{RegistrationDir: cfg.ResolvedPluginRegistrationDir(), CallTimeout: cfg.CSI.CallTimeout.Duration}
+	for _, d := range cfg.CSI.Drivers {
+		csiConfig.Drivers = append(csiConfig.Drivers, csi.DriverConfig{Name: d.Name, Endpoint: d.Endpoint})
+	}
+	plugins = append(plugins, csi.ProbeVolumePlugins(csiConfig)...)
 	return plugins
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 )
 
@@ -16,3 +17,16 @@ func ParseSocketMode(mode string) (os.FileMode, error) {
 	}
 	return os.FileMode(bits), nil
 }
+
+// ResolvedPluginRegistrationDir returns CSI.PluginRegistrationDir, or
+// ROOT/plugins_registry when it is empty.
+func (c *AgentConfiguration) ResolvedPluginRegistrationDir() string {
+	if c.CSI.PluginRegistrationDir != "" {
+		return c.CSI.PluginRegistrationDir
+	}
+	return filepath.Join(c.RootDir, DefaultPluginRegistrationDirName)
+}
+
+// DefaultPluginRegistrationDirName is the registration dir inside the root
+// dir, as the kubelet's.
+const DefaultPluginRegistrationDirName = "plugins_registry"

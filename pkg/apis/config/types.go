@@ -161,6 +161,25 @@ type CSIConfiguration struct {
 	// the agent serves the registration API on <DriverName>-reg.sock. Empty
 	// means the agent does not register with a kubelet.
 	KubeletRegistrationDir string
+
+	// The agent as a CSI consumer: the kubernetes.io/csi plugin.
+
+	// PluginRegistrationDir is where the kubernetes.io/csi plugin watches
+	// for external CSI drivers' registration sockets, as the kubelet's
+	// plugins_registry. Empty means ROOT/plugins_registry.
+	PluginRegistrationDir string
+	// Drivers are external CSI drivers used without registration.
+	Drivers []CSIDriverEndpoint
+	// CallTimeout bounds each call to an external CSI driver.
+	CallTimeout metav1.Duration
+}
+
+// CSIDriverEndpoint is an external CSI driver: its name and its socket.
+type CSIDriverEndpoint struct {
+	// Name is the driver's name, as its GetPluginInfo gives it.
+	Name string
+	// Endpoint is the driver's unix socket, as "unix:///abs/path.sock".
+	Endpoint string
 }
 
 // ResolvedSocketPath returns the path of the API socket: Server.SocketPath

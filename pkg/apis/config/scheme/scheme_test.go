@@ -191,6 +191,9 @@ func everyFieldSet() *config.AgentConfiguration {
 			Endpoint:               "unix:///run/va/csi.sock",
 			DriverName:             "csi.example.com",
 			KubeletRegistrationDir: "/var/lib/kubelet/plugins_registry",
+			PluginRegistrationDir:  "/var/lib/va/plugins_registry",
+			Drivers:                []config.CSIDriverEndpoint{{Name: "hostpath.csi.k8s.io", Endpoint: "unix:///run/csi/hostpath.sock"}},
+			CallTimeout:            metav1.Duration{Duration: time.Minute},
 		},
 	}
 }

@@ -31,6 +31,7 @@ const (
 	DefaultSizeCheckPeriod          = 10 * time.Second
 	DefaultSocketMode               = "0600"
 	DefaultCSIDriverName            = "volume-agent.io"
+	DefaultCSICallTimeout           = 2 * time.Minute
 )
 
 // DefaultGitAllowedProtocols returns the default of gitRepo.allowedProtocols.
@@ -98,6 +99,7 @@ func SetDefaults_AgentConfiguration(obj *AgentConfiguration) { //nolint:revive /
 	}
 
 	setDefaultString(&obj.CSI.DriverName, DefaultCSIDriverName)
+	setDefaultDuration(&obj.CSI.CallTimeout, DefaultCSICallTimeout)
 }
 
 func setDefaultString(field *string, value string) {

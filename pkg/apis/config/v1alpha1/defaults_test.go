@@ -45,7 +45,7 @@ func defaulted() *AgentConfiguration {
 		Hooks: HooksConfiguration{
 			Directories: []string{"/usr/share/volume-agent/hooks.d", "/etc/volume-agent/hooks.d"},
 		},
-		CSI: CSIConfiguration{DriverName: "volume-agent.io"},
+		CSI: CSIConfiguration{DriverName: "volume-agent.io", CallTimeout: duration(2 * time.Minute)},
 	}
 }
 
@@ -93,6 +93,9 @@ func custom() *AgentConfiguration {
 			Endpoint:               "unix:///run/volume-agent/csi.sock",
 			DriverName:             "csi.example.com",
 			KubeletRegistrationDir: "/var/lib/kubelet/plugins_registry",
+			PluginRegistrationDir:  "/var/lib/va/plugins_registry",
+			Drivers:                []CSIDriverEndpoint{{Name: "hostpath.csi.k8s.io", Endpoint: "unix:///run/csi/hostpath.sock"}},
+			CallTimeout:            duration(time.Minute),
 		},
 	}
 }

@@ -200,4 +200,24 @@ type CSIConfiguration struct {
 	// Default: "" (no registration).
 	// +optional
 	KubeletRegistrationDir string `json:"kubeletRegistrationDir,omitempty"`
+
+	// pluginRegistrationDir is where the kubernetes.io/csi plugin watches for
+	// external CSI drivers' registration sockets. Default: "" (ROOT/plugins_registry).
+	// +optional
+	PluginRegistrationDir string `json:"pluginRegistrationDir,omitempty"`
+	// drivers are external CSI drivers the kubernetes.io/csi plugin uses
+	// without registration. Default: none.
+	// +optional
+	Drivers []CSIDriverEndpoint `json:"drivers,omitempty"`
+	// callTimeout bounds each call to an external CSI driver. Default: "2m".
+	// +optional
+	CallTimeout metav1.Duration `json:"callTimeout,omitempty"`
+}
+
+// CSIDriverEndpoint is an external CSI driver.
+type CSIDriverEndpoint struct {
+	// name is the driver's name, as its GetPluginInfo gives it.
+	Name string `json:"name"`
+	// endpoint is the driver's unix socket, as "unix:///abs/path.sock".
+	Endpoint string `json:"endpoint"`
 }

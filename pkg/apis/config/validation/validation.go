@@ -232,6 +232,26 @@ func validateCSI(fldPath *field.Path, csi *config.CSIConfiguration) field.ErrorL
 				fmt.Sprintf("the registration socket %q must be at most %d bytes long, the limit of a unix socket path", sock, MaxSocketPathLength)))
 		}
 	}
+	allErrs = append(allErrs, validateAbsolutePath(fldPath.Child("pluginRegistrationDir"), csi.PluginRegistrationDir, false)...)
+	names := map[string]bool{}
+	for i, d := range csi.Drivers {
+		driverPath := fldPath.Child("drivers").Index(i)
+		switch msgs := utilvalidation.IsDNS1123Subdomain(d.Name); {
+		case len(msgs) > 0:
+			allErrs = append(allErrs, field.Invalid(driverPath.Child("name"), d.Name, strings.Join(msgs, "; ")))
+		case len(d.Name) > maxCSIDriverNameLength:
+			allErrs = append(allErrs, field.TooLong(driverPath.Child("name"), d.Name, maxCSIDriverNameLength))
+		case names[d.Name]:
+			allErrs = append(allErrs, field.Duplicate(driverPath.Child("name"), d.Name))
+		}
+		names[d.Name] = true
+		if path, ok := strings.CutPrefix(d.Endpoint, CSIEndpointScheme); !ok || !filepath.IsAbs(path) {
+			allErrs = append(allErrs, field.Invalid(driverPath.Child("endpoint"), d.Endpoint, "must be unix:// followed by an absolute path, as unix:///run/csi/driver.sock"))
+		}
+	}
+	if csi.CallTimeout.Duration < 0 {
+		allErrs = append(allErrs, field.Invalid(fldPath.Child("callTimeout"), csi.CallTimeout.Duration.String(), "must not be negative"))
+	}
 	return allErrs
 }
 

@@ -90,6 +90,9 @@ func setOptionalFields(c *config.AgentConfiguration) {
 	c.VolumeManager.TeardownOnExit = true
 	c.CSI.Endpoint = "unix:///var/lib/kubelet/plugins/volume-agent.io/csi.sock"
 	c.CSI.KubeletRegistrationDir = "/var/lib/kubelet/plugins_registry"
+	c.CSI.PluginRegistrationDir = "/var/lib/volume-agent/plugins_registry"
+	c.CSI.Drivers = []config.CSIDriverEndpoint{{Name: "hostpath.csi.k8s.io", Endpoint: "unix:///run/csi/hostpath.sock"}}
+	c.CSI.CallTimeout = duration(time.Minute)
 }
 
 func TestValidateAgentConfigurationRejects(t *testing.T) {
@@ -295,6 +298,32 @@ func TestValidateAgentConfigurationRejects(t *testing.T) {
 				c.CSI.KubeletRegistrationDir = "plugins_registry"
 			},
 			errMsg: `csi.kubeletRegistrationDir (--kubelet-registration-dir): Invalid value: "plugins_registry": must be an absolute path`,
+		},
+		"relative plugin registration dir": {
+			configure: func(c *config.AgentConfiguration) { c.CSI.PluginRegistrationDir = "plugins_registry" },
+			errMsg:    `csi.pluginRegistrationDir: Invalid value: "plugins_registry": must be an absolute path`,
+		},
+		"external driver with a bad name": {
+			configure: func(c *config.AgentConfiguration) {
+				c.CSI.Drivers = []config.CSIDriverEndpoint{{Name: "Host_Path", Endpoint: "unix:///run/csi.sock"}}
+			},
+			errMsg: `csi.drivers[0].name: Invalid value: "Host_Path"`,
+		},
+		"external driver twice": {
+			configure: func(c *config.AgentConfiguration) {
+				c.CSI.Drivers = []config.CSIDriverEndpoint{{Name: "a.example.com", Endpoint: "unix:///run/a.sock"}, {Name: "a.example.com", Endpoint: "unix:///run/b.sock"}}
+			},
+			errMsg: `csi.drivers[1].name: Duplicate value: "a.example.com"`,
+		},
+		"external driver over tcp": {
+			configure: func(c *config.AgentConfiguration) {
+				c.CSI.Drivers = []config.CSIDriverEndpoint{{Name: "a.example.com", Endpoint: "tcp://127.0.0.1:10000"}}
+			},
+			errMsg: `csi.drivers[0].endpoint: Invalid value: "tcp://127.0.0.1:10000": must be unix:// followed by an absolute path`,
+		},
+		"negative csi call timeout": {
+			configure: func(c *config.AgentConfiguration) { c.CSI.CallTimeout = duration(-time.Second) },
+			errMsg:    `csi.callTimeout: Invalid value: "-1s": must not be negative`,
 		},
 		"relative fault hooks file": {
 			configure: func(c *config.AgentConfiguration) { c.Hooks.FaultHooksFile = "faults.js" },
