@@ -113,11 +113,16 @@ func TestEphemeralGitRepo(t *testing.T) {
 		if _, err := os.Lstat(target); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("a failed set-up left the target: %v", err)
 		}
+		// The manager retries in the background: hold its fetches until
+		// the repository has its commit, or a retry between the two steps
+		// clones an empty repository.
+		release := srv.Hold()
 		later, err := srv.NewRepo("later.git")
-		if err != nil {
-			t.Fatal(err)
+		if err == nil {
+			_, err = later.Commit(gitserver.DefaultBranch, "now", gitserver.File("here", "yes\n"))
 		}
-		if _, err := later.Commit(gitserver.DefaultBranch, "now", gitserver.File("here", "yes\n")); err != nil {
+		release()
+		if err != nil {
 			t.Fatal(err)
 		}
 		e.mustPublish(t, req)
