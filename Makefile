@@ -19,13 +19,17 @@ build: ## Build bin/volume-agent
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BINARY) ./cmd/volume-agent
 
 .PHONY: test
-test: lint test-outoftree ## Run every test: unit (-race), root-only tests on real mounts, end-to-end
+test: lint test-outoftree test-csimock ## Run every test: unit (-race), root-only tests on real mounts, end-to-end
 	@if [ "$$(id -u)" != 0 ]; then echo "NOTE: not root: tests that make real mounts will skip"; fi
 	$(GO) test -race -timeout 12m ./...
 
 .PHONY: test-outoftree
 test-outoftree: ## Vet and test the out-of-tree plugin module (test/outoftree)
 	cd test/outoftree && $(GO) vet ./... && $(GO) test -race ./...
+
+.PHONY: test-csimock
+test-csimock: ## Test the csi plugin against Kubernetes' CSI mock driver (test/csimock, a module of its own)
+	cd test/csimock && $(GO) vet ./... && $(GO) test -race ./...
 
 .PHONY: new-plugin
 new-plugin: ## Generate pkg/volume/$(NAME), a plugin skeleton: make new-plugin NAME=foo
