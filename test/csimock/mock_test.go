@@ -378,4 +378,3 @@ func TestDriverSocketDeleted(t *testing.T) {
 		t.Error("staging dir leaked")
 	}
 }
-
