@@ -347,7 +347,7 @@ func (d *decoder) decodeObject(original, data []byte, serializer runtime.Decoder
 	if strictErr, ok := runtime.AsStrictDecodingError(err); ok {
 		// The object decoded; only its unknown or duplicate fields are wrong.
 		for _, fieldErr := range strictErr.Errors() {
-			d.errs = append(d.errs, d.strictError(origin, object, fieldErr))
+			d.errs = append(d.errs, d.strictErrors(origin, object, fieldErr)...)
 		}
 		err = nil
 	}
@@ -438,24 +438,35 @@ func defaultNamespace(kind, namespace string) string {
 	return namespace
 }
 
-// strictError turns an unknown or duplicate field, reported by the strict
+// strictErrors turns an unknown or duplicate field, reported by the strict
 // decoder with a path from the object's root, into an Error whose path is
-// from the document's root.
-func (d *decoder) strictError(origin Origin, object string, err error) error {
+// from the document's root; several duplicate YAML keys, reported as one
+// error, become one Error each.
+func (d *decoder) strictErrors(origin Origin, object string, err error) []error {
 	withPath, ok := err.(interface {
 		FieldPath() string
 		SetFieldPath(path string)
 	})
 	if !ok {
-		// A duplicate key in YAML, reported by the YAML parser.
-		return origin.newError(object, "", d.yamlError(errors.New(strings.Join(strings.Fields(err.Error()), " "))))
+		// Duplicate keys in YAML, reported by the YAML parser as one error
+		// of several lines: "yaml: unmarshal errors:\n  line 5: …\n  line 9: …".
+		var errs []error
+		for _, line := range strings.Split(err.Error(), "\n")[1:] {
+			if line = strings.TrimSpace(line); line != "" {
+				errs = append(errs, origin.newError(object, "", d.yamlError(errors.New("yaml: "+line))))
+			}
+		}
+		if len(errs) == 0 {
+			errs = append(errs, origin.newError(object, "", d.yamlError(err)))
+		}
+		return errs
 	}
 	fieldPath := withPath.FieldPath()
 	if origin.Root != nil {
 		fieldPath = origin.Root.String() + "." + fieldPath
 		withPath.SetFieldPath(fieldPath)
 	}
-	return origin.newError(object, fieldPath, err)
+	return []error{origin.newError(object, fieldPath, err)}
 }
 
 // decodeError turns a failure to decode data into kind's type into an Error

@@ -136,9 +136,18 @@ func TestDecode(t *testing.T) {
 		{
 			name:    "strict: duplicate key, line counted from the start of the source",
 			input:   podWeb + "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: a\n  name: b\n",
-			wantErr: []string{`test.yaml: document 2 (line 10): Pod "default/b": yaml: unmarshal errors: line 14: key "name" already set in map`},
+			wantErr: []string{`test.yaml: document 2 (line 10): Pod "default/b": yaml: line 14: key "name" already set in map`},
 			// The pods decode; only their duplicate key is wrong.
 			wantPods: []string{"default/web", "default/b"}, wantDocuments: []int{1, 2}, wantLines: []int{1, 10}, wantRoots: []string{"<nil>", "<nil>"},
+		},
+		{
+			name:  "strict: two duplicate keys are two problems",
+			input: "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\n  name: b\nspec:\n  volumes:\n  - name: v\n    emptyDir: {}\n    emptyDir: {}\n",
+			wantErr: []string{
+				`test.yaml: document 1 (line 1): Pod "default/b": yaml: line 5: key "name" already set in map`,
+				`test.yaml: document 1 (line 1): Pod "default/b": yaml: line 10: key "emptyDir" already set in map`,
+			},
+			wantPods: []string{"default/b"}, wantDocuments: []int{1}, wantLines: []int{1}, wantRoots: []string{"<nil>"},
 		},
 		{
 			name:     "a broken document does not hide the next",

@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"unicode"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/validate/content"
@@ -31,7 +32,8 @@ var supportedAccessModes = []v1.PersistentVolumeAccessMode{
 // The generic rules are Kubernetes' rules for the fields volume-agent uses:
 //   - metadata as Kubernetes validates it on creation: every object has a
 //     name, a DNS-1123 subdomain; a Pod's and a claim's namespace is a
-//     DNS-1123 label; labels and annotations are valid. A pod's UID can be used as a directory name;
+//     DNS-1123 label; labels and annotations are valid; a pod's UID is
+//     valid (see IsValidPodUID);
 //   - a pod's volumes have names that are DNS-1123 labels, unique in the pod;
 //     each has exactly one source (counted over every field of
 //     v1.VolumeSource, so that new sources are covered); a
@@ -138,12 +140,36 @@ func (b *Bundle) duplicate(fldPath *field.Path, value string, first metav1.Objec
 func validatePod(pod *v1.Pod, root *field.Path) field.ErrorList {
 	metadataPath := root.Child("metadata")
 	errs := apivalidation.ValidateObjectMeta(&pod.ObjectMeta, true, apivalidation.NameIsDNSSubdomain, metadataPath)
-	for _, msg := range content.IsPathSegmentName(string(pod.UID)) {
+	for _, msg := range IsValidPodUID(string(pod.UID)) {
 		errs = append(errs, field.Invalid(metadataPath.Child("uid"), string(pod.UID), msg))
 	}
 	specPath := root.Child("spec")
 	errs = append(errs, validateVolumes(pod.Spec.Volumes, specPath.Child("volumes"))...)
 	return append(errs, validatePodSecurityContext(pod.Spec.SecurityContext, specPath.Child("securityContext"))...)
+}
+
+// MaxPodUIDLength bounds a pod UID, which names the pod's directory: far
+// above a Kubernetes UID (36 bytes) or a derived one (32), and short enough
+// for a file name.
+const MaxPodUIDLength = 128
+
+// IsValidPodUID returns the problems of uid as a pod UID, which names the
+// pod's directory under the root dir and appears in every line the agent
+// prints of the pod: it is not empty, not longer than MaxPodUIDLength, holds
+// no whitespace or control character, no '/' and no '%', and is not "." or
+// "..".
+func IsValidPodUID(uid string) []string {
+	var msgs []string
+	switch {
+	case uid == "":
+		msgs = append(msgs, "must not be empty")
+	case len(uid) > MaxPodUIDLength:
+		msgs = append(msgs, fmt.Sprintf("must be no more than %d bytes", MaxPodUIDLength))
+	}
+	if strings.IndexFunc(uid, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0 {
+		msgs = append(msgs, "must not contain whitespace or control characters")
+	}
+	return append(msgs, content.IsPathSegmentName(uid)...)
 }
 
 func validateVolumes(volumes []v1.Volume, fldPath *field.Path) field.ErrorList {

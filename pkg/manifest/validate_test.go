@@ -117,6 +117,21 @@ func TestValidate(t *testing.T) {
 			want:  []string{`spec.accessModes: Forbidden: may not use ReadWriteOncePod with other access modes`},
 		},
 		{
+			name:  "UID with a newline",
+			input: strings.Replace(podWeb, "name: web", "name: web\n  uid: \"a\\nb\"", 1),
+			want:  []string{`metadata.uid: Invalid value: "a\nb": must not contain whitespace or control characters`},
+		},
+		{
+			name:  "UID of a lone space",
+			input: strings.Replace(podWeb, "name: web", "name: web\n  uid: \" \"", 1),
+			want:  []string{`metadata.uid: Invalid value: " ": must not contain whitespace or control characters`},
+		},
+		{
+			name:  "UID too long for a directory name",
+			input: strings.Replace(podWeb, "name: web", "name: web\n  uid: "+strings.Repeat("u", 300), 1),
+			want:  []string{`metadata.uid: Invalid value: "` + strings.Repeat("u", 300) + `": must be no more than 128 bytes`},
+		},
+		{
 			name:  "duplicate PersistentVolumes",
 			input: flockerPV + "---\n" + flockerPV,
 			want:  []string{`document 2 (line 10): PersistentVolume "pv": metadata.name: Duplicate value: "pv"`},
