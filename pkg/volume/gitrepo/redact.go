@@ -11,7 +11,10 @@ import (
 const redacted = "xxxxx"
 
 // userinfoInURL matches the user information of a URL: "scheme://userinfo@".
-var userinfoInURL = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*://)([^/@\s'"]+)@`)
+// It may hold a '/' (a password that was not percent-encoded): whatever
+// comes before the first '@' is hidden, at the cost of hiding the host of a
+// URL whose path holds an '@'.
+var userinfoInURL = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*://)([^@\s'"]+)@`)
 
 // redactURL returns repo with its URL's user information (a user name may be
 // a token) replaced, so it can be logged and returned in errors.

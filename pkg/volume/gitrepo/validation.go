@@ -1,6 +1,7 @@
 package gitrepo
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"path"
@@ -165,6 +166,10 @@ func repositoryProtocol(repo string) (string, error) {
 			return scheme, nil
 		}
 		u, err := url.Parse(repo)
+		if err != nil && userinfoInURL.MatchString(repo) {
+			// Go's message may quote a part of the user information.
+			return "", errors.New("is not a valid URL: its user information may need percent-encoding (a '/', '?', '#' or ':' in a password)")
+		}
 		if err != nil {
 			// Git accepts some URLs Go does not (a bare IPv6 host, say); they
 			// cannot be checked, so they are refused.
