@@ -280,6 +280,14 @@ func (d *Dir) Run(ctx context.Context) {
 		if info, err := os.Stat(d.path); err == nil && !info.IsDir() {
 			dir = filepath.Dir(d.path)
 		}
+		if info, err := os.Lstat(d.path); err == nil && info.Mode()&fs.ModeSymlink != 0 {
+			// A link to a directory: the watch follows the link to its
+			// target, so the link's own directory is watched too, to see
+			// the link swapped for one to another target.
+			if err := watcher.Add(filepath.Dir(d.path)); err != nil {
+				logger.V(1).Info("Cannot watch the directory of the manifest link", "err", err)
+			}
+		}
 		if err := watcher.Add(dir); err != nil {
 			logger.V(1).Info("Cannot watch manifests yet", "err", err)
 			return
@@ -315,7 +323,15 @@ func (d *Dir) Run(ctx context.Context) {
 			if ev.Name != d.path && filepath.Dir(ev.Name) != d.path {
 				continue
 			}
-			if ev.Has(fsnotify.Remove) && ev.Name == d.path {
+			switch {
+			case ev.Name != d.path:
+			case ev.Has(fsnotify.Create):
+				// The path was replaced, as a link swapped for one to
+				// another directory: watch what it is now.
+				_ = watcher.Remove(d.path)
+				watching = false
+				watch()
+			case ev.Has(fsnotify.Remove):
 				// The directory itself went: watch it again once it is back.
 				watching = false
 			}

@@ -417,3 +417,50 @@ func TestDirRunSeesChangesMadeBeforeItStarted(t *testing.T) {
 		t.Fatalf("pods = %q, want %q", sink.podNames(), want)
 	}
 }
+
+// A manifest path that is a symlink to a directory, whose target is swapped
+// (as `ln -sfn` and config managers do): the new target is read at once,
+// and watched, without waiting for the resync.
+func TestDirRunFollowsASymlinkSwap(t *testing.T) {
+	base := t.TempDir()
+	first, second := filepath.Join(base, "v1"), filepath.Join(base, "v2")
+	for _, dir := range []string{first, second} {
+		if err := os.Mkdir(dir, 0o750); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(t, first, "a.yaml", podManifest("a"))
+	write(t, second, "b.yaml", podManifest("b"))
+	link := filepath.Join(base, "pods")
+	if err := os.Symlink(first, link); err != nil {
+		t.Fatal(err)
+	}
+	sink := newFakeSink()
+	d, _ := NewDir(link, sink, DirOptions{Prefix: "file:", ResyncPeriod: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); d.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitPods := func(want ...string) {
+		t.Helper()
+		if err := wait.PollUntilContextTimeout(context.Background(), 5*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+			return slices.Equal(sink.podNames(), want), nil
+		}); err != nil {
+			t.Fatalf("pods = %q, want %q", sink.podNames(), want)
+		}
+	}
+	waitPods("a.yaml: default/a")
+
+	// Swap the link atomically.
+	tmp := filepath.Join(base, ".pods.tmp")
+	if err := os.Symlink(second, tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, link); err != nil {
+		t.Fatal(err)
+	}
+	waitPods("b.yaml: default/b")
+	// The new target is watched.
+	write(t, second, "c.yaml", podManifest("c"))
+	waitPods("b.yaml: default/b", "c.yaml: default/c")
+}
