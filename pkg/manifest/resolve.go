@@ -89,8 +89,12 @@ func (b *Bundle) boundVolume(claim *v1.PersistentVolumeClaim) (*v1.PersistentVol
 				name, defaultNamespace(KindPersistentVolumeClaim, ref.Namespace)+"/"+ref.Name)
 		}
 		if first := b.firstClaimNaming(name); pv.Spec.ClaimRef == nil && first != claim {
-			return nil, ReasonVolumeBoundToAnotherClaim, fmt.Sprintf("PersistentVolume %q is bound to claim %q (at %s), which names it too; a PersistentVolume is bound to one claim",
-				name, first.Namespace+"/"+first.Name, b.Origin(first))
+			where := ""
+			if origin := b.Origin(first); origin.Source != "" {
+				where = " (at " + origin.String() + ")"
+			}
+			return nil, ReasonVolumeBoundToAnotherClaim, fmt.Sprintf("PersistentVolume %q is bound to claim %q%s, which names it too; a PersistentVolume is bound to one claim",
+				name, first.Namespace+"/"+first.Name, where)
 		}
 		return pv, "", ""
 	}

@@ -197,7 +197,7 @@ func TestManagerBindsAVolumeToOneClaim(t *testing.T) {
 			testPod("uid-2", "p2", claimVolume("data", "second")),
 		}}},
 	)
-	if v := e.volume("uid-2", "data"); v.State != StatePending || v.Reason != string(manifest.ReasonVolumeBoundToAnotherClaim) || !strings.Contains(v.Message, `claim "default/first"`) {
+	if v := e.volume("uid-2", "data"); v.State != StatePending || v.Reason != string(manifest.ReasonVolumeBoundToAnotherClaim) || !strings.Contains(v.Message, `bound to claim "default/first", which names it too`) {
 		t.Errorf("second claim's volume: %+v, want pending, bound to another claim", v)
 	}
 	e.never("the second claim's pod set up", func() bool { return e.pvPlugin.count(OperationSetUp, "pv-1") > 1 })
