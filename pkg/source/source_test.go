@@ -190,16 +190,19 @@ func TestDirMissingPathAndSingleFile(t *testing.T) {
 	}
 }
 
-func TestDirRunFollowsChanges(t *testing.T) {
-	dir := t.TempDir()
-	sink := newFakeSink()
-	d, _ := NewDir(dir, sink, DirOptions{Prefix: "file:", ResyncPeriod: time.Hour})
+// runDir runs d, without resyncs, until the test ends, and returns a
+// function that waits for the sink to hold the pods want (as podNames).
+func runDir(t *testing.T, path string, sink *fakeSink) func(want ...string) {
+	t.Helper()
+	d, err := NewDir(path, sink, DirOptions{Prefix: "file:", ResyncPeriod: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); d.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-
-	waitPods := func(want ...string) {
+	t.Cleanup(func() { cancel(); <-done })
+	return func(want ...string) {
 		t.Helper()
 		if err := wait.PollUntilContextTimeout(context.Background(), 5*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
 			return slices.Equal(sink.podNames(), want), nil
@@ -207,6 +210,11 @@ func TestDirRunFollowsChanges(t *testing.T) {
 			t.Fatalf("pods = %q, want %q", sink.podNames(), want)
 		}
 	}
+}
+
+func TestDirRunFollowsChanges(t *testing.T) {
+	dir := t.TempDir()
+	waitPods := runDir(t, dir, newFakeSink())
 	// Run watches, then reads: a file written before or after the watch
 	// is in place is seen either way.
 	write(t, dir, "a.yaml", podManifest("a"))
@@ -435,20 +443,7 @@ func TestDirRunFollowsASymlinkSwap(t *testing.T) {
 	if err := os.Symlink(first, link); err != nil {
 		t.Fatal(err)
 	}
-	sink := newFakeSink()
-	d, _ := NewDir(link, sink, DirOptions{Prefix: "file:", ResyncPeriod: time.Hour})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); d.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	waitPods := func(want ...string) {
-		t.Helper()
-		if err := wait.PollUntilContextTimeout(context.Background(), 5*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
-			return slices.Equal(sink.podNames(), want), nil
-		}); err != nil {
-			t.Fatalf("pods = %q, want %q", sink.podNames(), want)
-		}
-	}
+	waitPods := runDir(t, link, newFakeSink())
 	waitPods("a.yaml: default/a")
 
 	// Swap the link atomically.
