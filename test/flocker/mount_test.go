@@ -20,6 +20,21 @@ func isMounted(t *testing.T, path string) bool {
 	return mounted
 }
 
+// stepOnceWaiting steps the clock by the move delay once the emulator's loop
+// waits on it: a step taken before the loop has set its timer for a new
+// transition would leave that timer waiting forever.
+func stepOnceWaiting(t *testing.T, c *testingclock.FakeClock) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !c.HasWaiters() {
+		if time.Now().After(deadline) {
+			t.Fatal("the emulator never waited on its clock")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	c.Step(time.Second)
+}
+
 func TestRealBindMountsFollowTheDataset(t *testing.T) {
 	requireRoot(t)
 	fakeClock := testingclock.NewFakeClock(time.Now())
@@ -48,7 +63,7 @@ func TestRealBindMountsFollowTheDataset(t *testing.T) {
 	fakeClock.Step(time.Second)
 
 	expectStatus(t, c.do(http.MethodPost, "/v1/configuration/datasets/"+id, map[string]string{"primary": e.LocalNode().UUID}), http.StatusOK)
-	fakeClock.Step(time.Second)
+	stepOnceWaiting(t, fakeClock)
 	if st, _ := c.stateOf(id); st.Path != mountPath {
 		t.Fatalf("state %+v after moving back", st)
 	}
@@ -58,7 +73,7 @@ func TestRealBindMountsFollowTheDataset(t *testing.T) {
 	}
 
 	expectStatus(t, c.do(http.MethodDelete, "/v1/configuration/datasets/"+id, nil), http.StatusOK)
-	fakeClock.Step(time.Second)
+	stepOnceWaiting(t, fakeClock)
 	c.stateOf(id)
 	if isMounted(t, mountPath) {
 		t.Error("deleted dataset still mounted")

@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/volume-agent/volume-agent/pkg/manifest"
 	"github.com/volume-agent/volume-agent/pkg/volumemanager"
@@ -93,7 +94,7 @@ func (a *App) loadPodsToTearDown(files []string) (*manifest.Bundle, error) {
 	}
 	for _, pod := range bundle.Pods {
 		if err := validatePodUID(string(pod.UID)); err != nil {
-			problems = append(problems, fmt.Errorf("pod %s/%s: %w", pod.Namespace, pod.Name, err))
+			problems = append(problems, fmt.Errorf("%s: Pod %q: %w", bundle.Origin(pod), pod.Namespace+"/"+pod.Name, err))
 		}
 	}
 	if len(problems) > 0 {
@@ -108,7 +109,7 @@ func (a *App) loadPodsToTearDown(files []string) (*manifest.Bundle, error) {
 // validatePodUID checks that uid can name a pod directory.
 func validatePodUID(uid string) error {
 	if uid == "" || uid == "." || uid == ".." || len(uid) > 253 || strings.ContainsAny(uid, "/\x00") {
-		return fmt.Errorf("invalid pod UID %q: must be a pod UID, such as setup prints", uid)
+		return field.Invalid(field.NewPath("metadata", "uid"), uid, "must name a pod directory, as the UIDs setup prints do")
 	}
 	return nil
 }
