@@ -93,19 +93,29 @@ func (r ObjectRef) fileName() string {
 	return base + ".json"
 }
 
-// objectRefs returns the refs of b's objects, in the order Apply writes them.
-func objectRefs(b *manifest.Bundle) []ObjectRef {
-	var refs []ObjectRef
+// keptObject is an object of a bundle, as the API keeps it.
+type keptObject struct {
+	ref ObjectRef
+	obj metav1.Object
+}
+
+// keptObjects returns b's objects with their refs, their apiVersion and kind
+// set so that they are written whole.
+func keptObjects(b *manifest.Bundle) []keptObject {
+	var out []keptObject
 	for _, pod := range b.Pods {
-		refs = append(refs, ObjectRef{Kind: manifest.KindPod, Namespace: pod.Namespace, Name: pod.Name})
+		pod.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: manifest.KindPod}
+		out = append(out, keptObject{ObjectRef{Kind: manifest.KindPod, Namespace: pod.Namespace, Name: pod.Name}, pod})
 	}
 	for _, pv := range b.PersistentVolumes {
-		refs = append(refs, ObjectRef{Kind: manifest.KindPersistentVolume, Name: pv.Name})
+		pv.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: manifest.KindPersistentVolume}
+		out = append(out, keptObject{ObjectRef{Kind: manifest.KindPersistentVolume, Name: pv.Name}, pv})
 	}
 	for _, claim := range b.PersistentVolumeClaims {
-		refs = append(refs, ObjectRef{Kind: manifest.KindPersistentVolumeClaim, Namespace: claim.Namespace, Name: claim.Name})
+		claim.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: manifest.KindPersistentVolumeClaim}
+		out = append(out, keptObject{ObjectRef{Kind: manifest.KindPersistentVolumeClaim, Namespace: claim.Namespace, Name: claim.Name}, claim})
 	}
-	return refs
+	return out
 }
 
 // API is the source of the pods, PersistentVolumes and claims added through
@@ -196,32 +206,19 @@ func (a *API) Apply(ctx context.Context, data []byte) ([]AppliedPod, error) {
 	}
 	applied := make([]AppliedPod, 0, len(bundle.Pods))
 	var replaced []storedObject
-	objects := make([]metav1.Object, 0, bundle.Len())
-	for _, pod := range bundle.Pods {
-		pod.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: manifest.KindPod}
-		objects = append(objects, pod)
-	}
-	for _, pv := range bundle.PersistentVolumes {
-		pv.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: manifest.KindPersistentVolume}
-		objects = append(objects, pv)
-	}
-	for _, claim := range bundle.PersistentVolumeClaims {
-		claim.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: manifest.KindPersistentVolumeClaim}
-		objects = append(objects, claim)
-	}
-	for i, ref := range objectRefs(bundle) {
-		name := ref.fileName()
-		if err := a.write(name, objects[i]); err != nil {
+	for _, kept := range keptObjects(bundle) {
+		ref, name := kept.ref, kept.ref.fileName()
+		if err := a.write(name, kept.obj); err != nil {
 			return nil, err
 		}
 		var old []storedObject
 		for _, obj := range stored {
-			if obj.ref == ref || (ref.Kind == manifest.KindPod && obj.uid == objects[i].GetUID()) {
+			if obj.ref == ref || (ref.Kind == manifest.KindPod && obj.uid == kept.obj.GetUID()) {
 				old = append(old, obj)
 			}
 		}
 		if ref.Kind == manifest.KindPod {
-			pod := AppliedPod{UID: objects[i].GetUID(), Namespace: ref.Namespace, Name: ref.Name}
+			pod := AppliedPod{UID: kept.obj.GetUID(), Namespace: ref.Namespace, Name: ref.Name}
 			for _, obj := range old {
 				if obj.uid != pod.UID {
 					pod.Replaced = obj.uid
@@ -336,7 +333,7 @@ func (a *API) stored() ([]storedObject, error) {
 		if err != nil || bundle.Len() != 1 {
 			continue
 		}
-		obj := storedObject{path: path, ref: objectRefs(bundle)[0]}
+		obj := storedObject{path: path, ref: keptObjects(bundle)[0].ref}
 		if len(bundle.Pods) == 1 {
 			obj.uid = bundle.Pods[0].UID
 		}
