@@ -16,18 +16,11 @@ import (
 )
 
 // ParameterType is the one CreateVolume parameter (a StorageClass's
-// parameters) the controller takes; its only value is VolumeTypeFlocker.
+// parameters) the controller takes; its only value is TypeFlocker.
 const ParameterType = "type"
 
-// The volume context of a provisioned volume.
-const (
-	// ContextType is the volume context key of the volume's type.
-	ContextType = "type"
-	// VolumeTypeFlocker is the "type" of a Flocker dataset's volume context.
-	VolumeTypeFlocker = "flocker"
-	// ContextDatasetUUID is the volume context key of a dataset's UUID.
-	ContextDatasetUUID = "datasetUUID"
-)
+// ContextDatasetUUID is the volume context key of a Flocker dataset's UUID.
+const ContextDatasetUUID = "datasetUUID"
 
 // reservedParameterPrefix starts the parameters Kubernetes' sidecars add
 // (csi.storage.k8s.io/pvc/name, ...): they are ignored.
@@ -113,7 +106,7 @@ func (s *ControllerServer) CreateVolume(ctx context.Context, req *csi.CreateVolu
 	return &csi.CreateVolumeResponse{Volume: &csi.Volume{
 		VolumeId:      vol.ID,
 		CapacityBytes: vol.CapacityBytes,
-		VolumeContext: map[string]string{ContextType: VolumeTypeFlocker, ContextDatasetUUID: vol.ID},
+		VolumeContext: map[string]string{KeyType: string(TypeFlocker), ContextDatasetUUID: vol.ID},
 	}}, nil
 }
 
@@ -202,9 +195,9 @@ func validateParameters(params map[string]string) error {
 	for k, v := range params {
 		switch {
 		case strings.HasPrefix(k, reservedParameterPrefix):
-		case k == ParameterType && v == VolumeTypeFlocker:
+		case k == ParameterType && v == string(TypeFlocker):
 		case k == ParameterType:
-			return fmt.Errorf("parameter %q: invalid value %q: the controller creates %q volumes only", k, v, VolumeTypeFlocker)
+			return fmt.Errorf("parameter %q: invalid value %q: the controller creates %q volumes only", k, v, TypeFlocker)
 		default:
 			return fmt.Errorf("parameter %q (value %q): unknown; the only parameter is %q", k, v, ParameterType)
 		}

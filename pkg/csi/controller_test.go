@@ -147,7 +147,7 @@ func TestCreateVolume(t *testing.T) {
 	if vol.GetVolumeId() != "id-0" || vol.GetCapacityBytes() != 1<<30 {
 		t.Errorf("volume %v", vol)
 	}
-	if got := vol.GetVolumeContext(); got[ContextType] != VolumeTypeFlocker || got[ContextDatasetUUID] != "id-0" {
+	if got := vol.GetVolumeContext(); got[KeyType] != string(TypeFlocker) || got[ContextDatasetUUID] != "id-0" {
 		t.Errorf("volume context %v, want type flocker and the dataset's UUID", got)
 	}
 	if fake.last.Name != "pvc-1" || fake.last.RequiredBytes != 1<<30 || fake.last.LimitBytes != 2<<30 || fake.last.Metadata["createdBy"] != "volume-agent.io" {

@@ -193,14 +193,20 @@ func (a *App) runAgent(ctx context.Context) error {
 func (a *App) startCSI(ctx context.Context, wg *sync.WaitGroup, m *volumemanager.Manager) error {
 	cfg := a.Config.CSI
 	logger := klog.FromContext(ctx)
-	driver, err := csi.New(csi.Config{
+	driverCfg := csi.Config{
 		DriverName:    cfg.DriverName,
 		VendorVersion: version,
 		NodeID:        a.Config.NodeName,
 		RootDir:       a.Layout.Root,
 		Manager:       m,
 		Plugins:       a.Plugins,
-	})
+	}
+	// The Controller service creates and deletes the volumes of the one
+	// plugin that provisions (Flocker datasets).
+	if prov := csi.FindProvisioner(a.Plugins); prov != nil {
+		driverCfg.Controller = csi.NewControllerServer(cfg.DriverName, prov)
+	}
+	driver, err := csi.New(driverCfg)
 	if err != nil {
 		return err
 	}
