@@ -17,6 +17,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
+	"k8s.io/mount-utils"
 
 	"github.com/volume-agent/volume-agent/pkg/manifest"
 	"github.com/volume-agent/volume-agent/pkg/volume"
@@ -57,19 +58,29 @@ type Config struct {
 	// Controller, when set, is served as the Controller service, and
 	// GetPluginCapabilities reports CONTROLLER_SERVICE.
 	Controller csi.ControllerServer
+	// Mounter bind-mounts staged volumes at their targets; nil means
+	// mount.New("").
+	Mounter mount.Interface
 }
 
 // Driver is the CSI driver: the Identity and Node services (and the
 // Controller service when one is configured). Its methods are safe for
 // concurrent use.
 type Driver struct {
-	cfg   Config
-	store recordStore
+	cfg     Config
+	store   recordStore
+	mounter mount.Interface
+	// stageStore and stagedPublishStore keep the stages and the publishes
+	// of staged volumes; see node_stage.go.
+	stageStore, stagedPublishStore recordStore
 
 	// mu guards records and the files of the store.
 	mu sync.Mutex
 	// records are the publishes, by target path.
 	records map[string]*publishRecord
+	// staged are the stages, by staging path; stagedPublishes the
+	// publishes of staged volumes, by target path.
+	staged, stagedPublishes map[string]*publishRecord
 }
 
 // New returns a Driver. Call Sync before Serve.
@@ -77,10 +88,19 @@ func New(cfg Config) (*Driver, error) {
 	if cfg.DriverName == "" || cfg.NodeID == "" || cfg.RootDir == "" || cfg.Manager == nil || cfg.Plugins == nil {
 		return nil, errors.New("CSI driver config needs DriverName, NodeID, RootDir, Manager and Plugins")
 	}
+	mounter := cfg.Mounter
+	if mounter == nil {
+		mounter = mount.New("")
+	}
 	return &Driver{
-		cfg:     cfg,
-		store:   recordStore{dir: filepath.Join(cfg.RootDir, RecordDir)},
-		records: map[string]*publishRecord{},
+		cfg:                cfg,
+		store:              recordStore{dir: filepath.Join(cfg.RootDir, RecordDir)},
+		mounter:            mounter,
+		stageStore:         recordStore{dir: filepath.Join(cfg.RootDir, StagedRecordDir)},
+		stagedPublishStore: recordStore{dir: filepath.Join(cfg.RootDir, StagedPublishedRecordDir)},
+		records:            map[string]*publishRecord{},
+		staged:             map[string]*publishRecord{},
+		stagedPublishes:    map[string]*publishRecord{},
 	}, nil
 }
 
@@ -109,8 +129,13 @@ func (d *Driver) Sync(ctx context.Context) error {
 		logger.Error(err, "Failed to read a CSI publish record; nothing is torn down until it is removed", "path", path)
 		updates = append(updates, volumemanager.SourceUpdate{Source: SourcePrefix + path, Err: err})
 	}
+	staged, err := d.syncStagedLocked(logger)
+	if err != nil {
+		return err
+	}
+	updates = append(updates, staged...)
 	d.cfg.Manager.UpdateSources(updates...)
-	logger.V(1).Info("Read the CSI publish records", "records", len(records), "unreadable", len(bad))
+	logger.V(1).Info("Read the CSI publish records", "records", len(records), "unreadable", len(bad), "staged", len(d.staged), "stagedPublishes", len(d.stagedPublishes))
 	return nil
 }
 

@@ -46,7 +46,7 @@ func gitConfig() gitrepo.Config {
 	return gitrepo.Config{AllowedProtocols: []string{"http", "git"}, Timeout: time.Minute}
 }
 
-func newEnv(t *testing.T, gitCfg gitrepo.Config) *env {
+func newEnv(t *testing.T, gitCfg gitrepo.Config, extraPlugins ...volume.VolumePlugin) *env {
 	t.Helper()
 	volumetesting.RequiresRoot(t)
 	// Short: a unix socket path has at most 107 bytes.
@@ -64,8 +64,9 @@ func newEnv(t *testing.T, gitCfg gitrepo.Config) *env {
 	})
 	layout := volume.Layout{Root: e.root}
 	plugins := &volume.VolumePluginMgr{}
-	host := volume.NewHost(volume.HostConfig{Layout: layout, Mounter: mounter, Exec: exec.New(), Clock: clock.RealClock{}, NodeName: "node-a"}, plugins)
-	if err := plugins.InitPlugins(append(emptydir.ProbeVolumePlugins(), gitrepo.ProbeVolumePlugins(gitCfg)...), host); err != nil {
+	host := volume.NewHost(volume.HostConfig{Layout: layout, Mounter: mounter, Exec: exec.New(), Clock: clock.RealClock{}, NodeName: "node-a", NodeIP: net.IPv4(127, 0, 0, 1)}, plugins)
+	probed := append(emptydir.ProbeVolumePlugins(), gitrepo.ProbeVolumePlugins(gitCfg)...)
+	if err := plugins.InitPlugins(append(probed, extraPlugins...), host); err != nil {
 		t.Fatal(err)
 	}
 	e.m, err = volumemanager.New(volumemanager.Config{

@@ -35,6 +35,7 @@ func (s *nodeServer) NodeGetInfo(context.Context, *csi.NodeGetInfoRequest) (*csi
 func (s *nodeServer) NodeGetCapabilities(context.Context, *csi.NodeGetCapabilitiesRequest) (*csi.NodeGetCapabilitiesResponse, error) {
 	return &csi.NodeGetCapabilitiesResponse{Capabilities: []*csi.NodeServiceCapability{
 		nodeCapability(csi.NodeServiceCapability_RPC_VOLUME_MOUNT_GROUP),
+		nodeCapability(csi.NodeServiceCapability_RPC_STAGE_UNSTAGE_VOLUME),
 	}}, nil
 }
 
@@ -59,6 +60,12 @@ func (s *nodeServer) NodePublishVolume(ctx context.Context, req *csi.NodePublish
 	rec, err := publishRequest(req)
 	if err != nil {
 		return nil, err
+	}
+	if req.GetStagingTargetPath() != "" {
+		if err := s.d.publishStaged(ctx, req); err != nil {
+			return nil, err
+		}
+		return &csi.NodePublishVolumeResponse{}, nil
 	}
 	uid, err := s.d.publish(ctx, rec)
 	if err != nil {
@@ -85,8 +92,6 @@ func publishRequest(req *csi.NodePublishVolumeRequest) (*publishRecord, error) {
 		return nil, statusf(codes.InvalidArgument, "volume_capability: only mount volumes are supported, not block volumes")
 	case len(req.GetVolumeCapability().GetMount().GetMountFlags()) > 0:
 		return nil, statusf(codes.InvalidArgument, "volume_capability.mount.mount_flags %q: mount flags are not supported", req.GetVolumeCapability().GetMount().GetMountFlags())
-	case req.GetStagingTargetPath() != "":
-		return nil, statusf(codes.InvalidArgument, "staging_target_path %q: the driver publishes ephemeral volumes only, which are not staged", req.GetStagingTargetPath())
 	}
 	return &publishRecord{
 		VolumeID:      req.GetVolumeId(),
@@ -192,10 +197,16 @@ func (s *nodeServer) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpub
 		return nil, statusf(codes.InvalidArgument, "target_path %q must be an absolute path", req.GetTargetPath())
 	}
 	target := filepath.Clean(req.GetTargetPath())
+	if staged, err := s.d.unpublishIfStaged(ctx, req.GetVolumeId(), target); staged || err != nil {
+		if err != nil {
+			return nil, err
+		}
+		return &csi.NodeUnpublishVolumeResponse{}, nil
+	}
 	if err := s.d.unpublish(ctx, req.GetVolumeId(), target); err != nil {
 		return nil, err
 	}
-	if err := s.d.waitForTearDown(ctx, req.GetVolumeId(), target); err != nil {
+	if err := s.d.waitForTearDown(ctx, PodUID(req.GetVolumeId()), req.GetVolumeId(), target); err != nil {
 		return nil, err
 	}
 	if err := os.Remove(target); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -228,11 +239,11 @@ func (d *Driver) unpublish(ctx context.Context, volumeID, target string) error {
 	return nil
 }
 
-// waitForTearDown waits until the manager holds no volume of volumeID at
-// target.
-func (d *Driver) waitForTearDown(ctx context.Context, volumeID, target string) error {
+// waitForTearDown waits until the manager holds no volume of volumeID (of
+// the pod uid) at target.
+func (d *Driver) waitForTearDown(ctx context.Context, uid types.UID, volumeID, target string) error {
 	var vol *volumemanager.VolumeStatus
-	_, _, err := d.cfg.Manager.WaitForPod(ctx, PodUID(volumeID), func(ps volumemanager.PodStatus, known bool) bool {
+	_, _, err := d.cfg.Manager.WaitForPod(ctx, uid, func(ps volumemanager.PodStatus, known bool) bool {
 		vol = publishedVolume(ps, target)
 		return !known || vol == nil || vol.Desired || vol.Reason == volumemanager.ReasonTearDownFailed
 	})

@@ -54,6 +54,9 @@ type publishRecord struct {
 	ReadOnly      bool              `json:"readOnly,omitempty"`
 	// MountGroup is the request's volume_mount_group: the pod's fsGroup.
 	MountGroup string `json:"mountGroup,omitempty"`
+	// StagingPath is where a persistent volume published at TargetPath is
+	// staged; empty for an ephemeral volume.
+	StagingPath string `json:"stagingPath,omitempty"`
 }
 
 // differences names what other asks for that r does not; empty when both
@@ -68,6 +71,9 @@ func (r *publishRecord) differences(other *publishRecord) []string {
 	}
 	if r.ReadOnly != other.ReadOnly {
 		out = append(out, fmt.Sprintf("readonly %t, not %t", other.ReadOnly, r.ReadOnly))
+	}
+	if r.StagingPath != other.StagingPath {
+		out = append(out, fmt.Sprintf("staging path %q, not %q", other.StagingPath, r.StagingPath))
 	}
 	if r.MountGroup != other.MountGroup {
 		out = append(out, fmt.Sprintf("volume_mount_group %q, not %q", other.MountGroup, r.MountGroup))
@@ -127,12 +133,8 @@ func (r *publishRecord) pod(plugins *volume.VolumePluginMgr) (*v1.Pod, error) {
 	if podUID := r.VolumeContext[KeyPodUID]; podUID != "" {
 		pod.Annotations[AnnotationPodUID] = podUID
 	}
-	if r.MountGroup != "" {
-		gid, err := strconv.ParseInt(r.MountGroup, 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("volume_mount_group %q: must be a numeric group ID", r.MountGroup)
-		}
-		pod.Spec.SecurityContext = &v1.PodSecurityContext{FSGroup: &gid}
+	if err := r.setMountGroup(pod); err != nil {
+		return nil, err
 	}
 	if err := manifest.Validate(&manifest.Bundle{Pods: []*v1.Pod{pod}}, plugins); err != nil {
 		return nil, r.contextError(err)
@@ -141,6 +143,19 @@ func (r *publishRecord) pod(plugins *volume.VolumePluginMgr) (*v1.Pod, error) {
 		return nil, fmt.Errorf("%w: %w", errNoPlugin, err)
 	}
 	return pod, nil
+}
+
+// setMountGroup makes the mount group the pod's fsGroup.
+func (r *publishRecord) setMountGroup(pod *v1.Pod) error {
+	if r.MountGroup == "" {
+		return nil
+	}
+	gid, err := strconv.ParseInt(r.MountGroup, 10, 64)
+	if err != nil {
+		return fmt.Errorf("volume_mount_group %q: must be a numeric group ID", r.MountGroup)
+	}
+	pod.Spec.SecurityContext = &v1.PodSecurityContext{FSGroup: &gid}
+	return nil
 }
 
 // contextError names, in the manifest validator's errors, the volume

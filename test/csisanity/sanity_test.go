@@ -5,15 +5,9 @@
 package csisanity
 
 import (
-	"bytes"
-	"context"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,7 +15,6 @@ import (
 	"github.com/onsi/ginkgo/v2"
 	"github.com/onsi/ginkgo/v2/types"
 	"github.com/onsi/gomega"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/mount-utils"
 
 	volumetesting "github.com/volume-agent/volume-agent/pkg/volume/testing"
@@ -83,7 +76,7 @@ func TestSanity(t *testing.T) {
 	// before the emulator, whose mounts go before the dir.
 	emu := emulator.StartForTest(t, emulator.Config{StateDir: filepath.Join(dir, "flocker")})
 	socket := filepath.Join(dir, "csi.sock")
-	stopAgent := startAgent(t, dir, socket, emu)
+	agent := startAgent(t, dir, socket, emu)
 
 	cfg := sanity.NewTestConfig()
 	cfg.Address = "unix://" + socket
@@ -98,6 +91,7 @@ func TestSanity(t *testing.T) {
 	suiteConfig, reporterConfig := ginkgo.GinkgoConfiguration()
 	suiteConfig.Timeout = 5 * time.Minute
 	reporterConfig.Succinct = true
+	reporterConfig.NoColor = true
 	start := time.Now()
 	passed := ginkgo.RunSpecs(t, "volume-agent CSI sanity", suiteConfig, reporterConfig)
 	sc.Finalize()
@@ -126,8 +120,15 @@ func TestSanity(t *testing.T) {
 		t.Error("csi-sanity ran no spec")
 	}
 
+	// The node specs staged datasets for real: the agent printed each stage
+	// set up at the staging path, then torn down.
+	logs := agent.stop()
+	setUps := strings.Count(logs, "Normal SetUp pod=default/csi-stage-")
+	tornDowns := strings.Count(logs, "Normal TornDown pod=default/csi-stage-")
+	if setUps < 3 || tornDowns != setUps {
+		t.Errorf("the agent set %d stages up and tore %d down; want at least 3, each torn down", setUps, tornDowns)
+	}
 	// Everything the specs staged and published must be gone by now.
-	stopAgent()
 	for _, path := range mountsBeneath(t, mounter, dir) {
 		if !strings.HasPrefix(path, filepath.Join(dir, "flocker")+string(filepath.Separator)) {
 			t.Errorf("%s is still mounted after the suite", path)
@@ -157,66 +158,4 @@ func mountsBeneath(t *testing.T, mounter mount.Interface, dir string) []string {
 		}
 	}
 	return out
-}
-
-// startAgent runs `volume-agent run` in CSI mode alone, its Flocker client
-// pointed at emu, and waits for its socket. The returned function stops it
-// (SIGTERM, leaving volumes in place, as a real stop does); it also runs at
-// the end of the test.
-func startAgent(t *testing.T, dir, socket string, emu *emulator.Emulator) func() {
-	t.Helper()
-	certs := emu.Certs()
-	cmd := exec.Command(binary, "run",
-		"--root-dir", filepath.Join(dir, "root"),
-		"--csi-endpoint", "unix://"+socket,
-		"--node-ip", emu.LocalNode().Host,
-		"--flocker-control-service-host", emu.Host(),
-		"--flocker-control-service-port", strconv.Itoa(emu.Port()),
-		"-v", "2",
-	)
-	cmd.Env = append(os.Environ(),
-		"FLOCKER_CONTROL_SERVICE_CA_FILE="+certs.CACert,
-		"FLOCKER_CONTROL_SERVICE_CLIENT_CERT_FILE="+certs.ClientCert,
-		"FLOCKER_CONTROL_SERVICE_CLIENT_KEY_FILE="+certs.ClientKey,
-	)
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("volume-agent log:\n%s", logs.String())
-		}
-	}
-	t.Cleanup(stop)
-
-	err := wait.PollUntilContextTimeout(t.Context(), 20*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		select {
-		case <-done:
-			return false, fmt.Errorf("volume-agent exited: %v\n%s", cmd.ProcessState, logs.String())
-		default:
-		}
-		_, err := os.Stat(socket)
-		return err == nil, nil
-	})
-	if err != nil {
-		t.Fatalf("the CSI socket %s did not appear: %v", socket, err)
-	}
-	return stop
 }
