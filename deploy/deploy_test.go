@@ -20,9 +20,18 @@ import (
 	storagev1 "k8s.io/api/storage/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
+
+	"github.com/spf13/pflag"
+
+	"github.com/volume-agent/volume-agent/pkg/apis/config"
+	"github.com/volume-agent/volume-agent/pkg/apis/config/loader"
+	"github.com/volume-agent/volume-agent/pkg/apis/config/v1alpha1"
+	"github.com/volume-agent/volume-agent/pkg/apis/config/validation"
+	"github.com/volume-agent/volume-agent/pkg/csi"
 )
 
-const driverName = "volume-agent.io"
+// driverName is the agent's default driver name, which every file uses.
+const driverName = v1alpha1.DefaultCSIDriverName
 
 // decodeAll decodes every YAML document of path strictly into a new value
 // made by newFor from the document's kind.
@@ -100,7 +109,7 @@ func TestStorageClass(t *testing.T) {
 	if sc.Provisioner != driverName {
 		t.Errorf("provisioner = %q, want the driver name %q", sc.Provisioner, driverName)
 	}
-	if want := map[string]string{"type": "flocker"}; !equalMaps(sc.Parameters, want) {
+	if want := map[string]string{csi.ParameterType: string(csi.TypeFlocker)}; !equalMaps(sc.Parameters, want) {
 		t.Errorf("parameters = %v, want %v", sc.Parameters, want)
 	}
 }
@@ -117,14 +126,30 @@ func equalMaps(a, b map[string]string) bool {
 	return true
 }
 
-// argValue returns the value of --name=value in args, or "".
-func argValue(args []string, name string) string {
-	for _, arg := range args {
-		if v, ok := strings.CutPrefix(arg, "--"+name+"="); ok {
-			return v
-		}
+// agentConfig parses the arguments of `volume-agent run` as the agent does,
+// with the Kubernetes variables $(NAME) given example values, and validates
+// the configuration they make.
+func agentConfig(t *testing.T, args []string) *config.AgentConfiguration {
+	t.Helper()
+	if len(args) == 0 || args[0] != "run" {
+		t.Fatalf("args = %v, want the run command first", args)
 	}
-	return ""
+	vars := strings.NewReplacer("$(NODE_NAME)", "node-1", "$(NODE_IP)", "192.0.2.1")
+	cfg := loader.Default()
+	fs := pflag.NewFlagSet("run", pflag.ContinueOnError)
+	loader.AddFlags(fs, cfg)
+	fs.Int("v", 0, "klog verbosity")
+	expanded := make([]string, len(args)-1)
+	for i, arg := range args[1:] {
+		expanded[i] = vars.Replace(arg)
+	}
+	if err := fs.Parse(expanded); err != nil {
+		t.Fatalf("the agent does not take %v: %v", args, err)
+	}
+	if errs := validation.ValidateAgentConfiguration(cfg); len(errs) > 0 {
+		t.Fatalf("%v make an invalid configuration: %v", args, errs.ToAggregate())
+	}
+	return cfg
 }
 
 func TestDaemonSet(t *testing.T) {
@@ -143,11 +168,9 @@ func TestDaemonSet(t *testing.T) {
 	if !pod.HostNetwork {
 		t.Error("hostNetwork must be true: Flocker knows the node by its IP")
 	}
-	if got := argValue(c.Args, "csi-driver-name"); got != driverName {
-		t.Errorf("--csi-driver-name = %q, want %q", got, driverName)
-	}
-	if len(c.Args) == 0 || c.Args[0] != "run" {
-		t.Errorf("args = %v, want the run command first", c.Args)
+	cfg := agentConfig(t, c.Args)
+	if cfg.CSI.DriverName != driverName {
+		t.Errorf("--%s = %q, want %q", config.FlagCSIDriverName, cfg.CSI.DriverName, driverName)
 	}
 
 	hostPaths := map[string]string{} // volume name -> host path
@@ -178,7 +201,7 @@ func TestDaemonSet(t *testing.T) {
 		}
 	}
 
-	endpoint := argValue(c.Args, "csi-endpoint")
+	endpoint := cfg.CSI.Endpoint
 	socket, ok := strings.CutPrefix(endpoint, "unix://")
 	if !ok || !filepath.IsAbs(socket) {
 		t.Fatalf("--csi-endpoint = %q, want unix:///ABS/PATH", endpoint)
@@ -189,14 +212,14 @@ func TestDaemonSet(t *testing.T) {
 	if _, ok := mounts[filepath.Dir(socket)]; !ok {
 		t.Errorf("the CSI socket's dir %q is not mounted from the host", filepath.Dir(socket))
 	}
-	regDir := argValue(c.Args, "kubelet-registration-dir")
+	regDir := cfg.CSI.KubeletRegistrationDir
 	if regDir != "/var/lib/kubelet/plugins_registry" {
 		t.Errorf("--kubelet-registration-dir = %q, want the kubelet's /var/lib/kubelet/plugins_registry", regDir)
 	}
 	if _, ok := mounts[regDir]; !ok {
 		t.Errorf("the registration dir %q is not mounted from the host", regDir)
 	}
-	if root := argValue(c.Args, "root-dir"); mounts[root].Name == "" {
+	if root := cfg.RootDir; mounts[root].Name == "" {
 		t.Errorf("the root dir %q is not on the host: a restarted pod would lose its state", root)
 	}
 }
@@ -211,16 +234,11 @@ func TestSystemdUnitAgreesWithDaemonSet(t *testing.T) {
 	if execStart == nil {
 		t.Fatal("no ExecStart in the unit")
 	}
-	unitArgs := strings.Fields(execStart[1])
-	if len(unitArgs) < 2 || unitArgs[1] != "run" {
-		t.Fatalf("ExecStart = %q, want volume-agent run ...", execStart[1])
-	}
+	unitCfg := agentConfig(t, strings.Fields(execStart[1])[1:])
 	ds := decodeOne[appsv1.DaemonSet](t, filepath.Join("kubernetes", "daemonset.yaml"), "apps/v1/DaemonSet")
-	dsArgs := ds.Spec.Template.Spec.Containers[0].Args
-	for _, flag := range []string{"csi-endpoint", "csi-driver-name", "kubelet-registration-dir", "root-dir"} {
-		if got, want := argValue(unitArgs, flag), argValue(dsArgs, flag); got != want {
-			t.Errorf("--%s is %q in the unit and %q in the DaemonSet", flag, got, want)
-		}
+	dsCfg := agentConfig(t, ds.Spec.Template.Spec.Containers[0].Args)
+	if unitCfg.CSI != dsCfg.CSI || unitCfg.RootDir != dsCfg.RootDir {
+		t.Errorf("the unit runs the agent with CSI %+v and root %q, the DaemonSet with %+v and %q", unitCfg.CSI, unitCfg.RootDir, dsCfg.CSI, dsCfg.RootDir)
 	}
 	if !strings.Contains(unit, "KillMode=process") {
 		t.Error("the unit must stop the agent alone (KillMode=process)")
