@@ -54,7 +54,7 @@ var uuidPattern = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]
 // from that of an ephemeral publish of the same ID.
 func stagePodUID(volumeID string) types.UID { return PodUID("stage\x00" + volumeID) }
 
-// persistentSource returns the Flocker volume context a persistent volume
+// persistentContext returns the Flocker volume context a persistent volume
 // stands for: its own context when it names a dataset, else (a static
 // PersistentVolume with no attributes) the dataset whose UUID is the volume
 // ID. Any other type is an InvalidContextError: only Flocker volumes are
@@ -122,7 +122,8 @@ func (d *Driver) stageSourceUpdate(r *publishRecord) volumemanager.SourceUpdate 
 	return u
 }
 
-// syncStaged reads the stage and staged-publish records back; see Sync.
+// syncStagedLocked reads the stage and staged-publish records back, and
+// returns what the stages say to the volume manager; see Sync.
 func (d *Driver) syncStagedLocked(logger klog.Logger) ([]volumemanager.SourceUpdate, error) {
 	stages, bad, err := d.stageStore.load()
 	if err != nil {
@@ -162,13 +163,8 @@ func (d *Driver) syncStagedLocked(logger klog.Logger) ([]volumemanager.SourceUpd
 // capability, or a volume context that names no Flocker dataset is
 // InvalidArgument; set-up errors map as for NodePublishVolume.
 func (s *nodeServer) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRequest) (*csi.NodeStageVolumeResponse, error) {
-	switch {
-	case req.GetVolumeId() == "":
-		return nil, statusf(codes.InvalidArgument, "volume_id is required")
-	case req.GetStagingTargetPath() == "":
-		return nil, statusf(codes.InvalidArgument, "staging_target_path is required")
-	case !filepath.IsAbs(req.GetStagingTargetPath()):
-		return nil, statusf(codes.InvalidArgument, "staging_target_path %q must be an absolute path", req.GetStagingTargetPath())
+	if err := checkStagingRequest(req.GetVolumeId(), req.GetStagingTargetPath()); err != nil {
+		return nil, err
 	}
 	if err := validateCapability(req.GetVolumeCapability()); err != nil {
 		return nil, statusf(codes.InvalidArgument, "volume_capability: %v", err)
@@ -190,6 +186,19 @@ func (s *nodeServer) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolu
 		return nil, err
 	}
 	return &csi.NodeStageVolumeResponse{}, nil
+}
+
+// checkStagingRequest requires a volume ID and an absolute staging path.
+func checkStagingRequest(volumeID, staging string) error {
+	switch {
+	case volumeID == "":
+		return statusf(codes.InvalidArgument, "volume_id is required")
+	case staging == "":
+		return statusf(codes.InvalidArgument, "staging_target_path is required")
+	case !filepath.IsAbs(staging):
+		return statusf(codes.InvalidArgument, "staging_target_path %q must be an absolute path", staging)
+	}
+	return nil
 }
 
 // stage records rec and makes its volume desired, unless the same stage is
@@ -230,13 +239,8 @@ func (d *Driver) stage(ctx context.Context, rec *publishRecord) error {
 // another volume, or whose volume is still published, is
 // FailedPrecondition.
 func (s *nodeServer) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolumeRequest) (*csi.NodeUnstageVolumeResponse, error) {
-	switch {
-	case req.GetVolumeId() == "":
-		return nil, statusf(codes.InvalidArgument, "volume_id is required")
-	case req.GetStagingTargetPath() == "":
-		return nil, statusf(codes.InvalidArgument, "staging_target_path is required")
-	case !filepath.IsAbs(req.GetStagingTargetPath()):
-		return nil, statusf(codes.InvalidArgument, "staging_target_path %q must be an absolute path", req.GetStagingTargetPath())
+	if err := checkStagingRequest(req.GetVolumeId(), req.GetStagingTargetPath()); err != nil {
+		return nil, err
 	}
 	staging := filepath.Clean(req.GetStagingTargetPath())
 	if err := s.d.unstage(ctx, req.GetVolumeId(), staging); err != nil {
@@ -276,8 +280,9 @@ func (d *Driver) unstage(ctx context.Context, volumeID, staging string) error {
 // publishStaged bind-mounts the staged volume at the target, read-only
 // when asked. It is idempotent: the same publish again mounts only what is
 // missing (after a crash between the record and the mount). The target
-// holding another publish is AlreadyExists; a volume not staged (and set
-// up) at the staging path is FailedPrecondition.
+// holding another publish is AlreadyExists; a volume not staged at the
+// staging path is FailedPrecondition, one whose stage is not set up yet
+// Unavailable.
 func (d *Driver) publishStaged(ctx context.Context, req *csi.NodePublishVolumeRequest) error {
 	if err := validateCapability(req.GetVolumeCapability()); err != nil {
 		return statusf(codes.InvalidArgument, "volume_capability: %v", err)
@@ -293,15 +298,19 @@ func (d *Driver) publishStaged(ctx context.Context, req *csi.NodePublishVolumeRe
 	if old := d.records[rec.TargetPath]; old != nil {
 		return statusf(codes.AlreadyExists, "target %q holds the ephemeral volume %q", rec.TargetPath, old.VolumeID)
 	}
-	if old := d.stagedPublishes[rec.TargetPath]; old != nil {
+	old := d.stagedPublishes[rec.TargetPath]
+	if old != nil {
 		if diffs := old.differences(rec); len(diffs) > 0 {
 			return statusf(codes.AlreadyExists, "target %q holds volume %q published with other arguments: this call has %s",
 				rec.TargetPath, old.VolumeID, strings.Join(diffs, ", "))
 		}
-	} else {
-		if err := d.checkStagedLocked(ctx, rec); err != nil {
-			return err
-		}
+	}
+	// Also for a publish recorded already: after a reboot the staging path
+	// is an empty dir until the stage is set up again.
+	if err := d.checkStagedLocked(ctx, rec); err != nil {
+		return err
+	}
+	if old == nil {
 		if err := d.stagedPublishStore.write(rec); err != nil {
 			return statusf(codes.Internal, "%v", err)
 		}
@@ -315,7 +324,8 @@ func (d *Driver) publishStaged(ctx context.Context, req *csi.NodePublishVolumeRe
 }
 
 // checkStagedLocked returns FailedPrecondition unless rec's volume is
-// staged at rec's staging path and set up there.
+// staged at rec's staging path, and Unavailable (retried by the kubelet)
+// while its set-up there has not succeeded yet, as after a restart.
 func (d *Driver) checkStagedLocked(ctx context.Context, rec *publishRecord) error {
 	staged := d.staged[rec.StagingPath]
 	if staged == nil || staged.VolumeID != rec.VolumeID {
@@ -326,7 +336,7 @@ func (d *Driver) checkStagedLocked(ctx context.Context, rec *publishRecord) erro
 		return status.FromContextError(err).Err()
 	}
 	if vol := publishedVolume(ps, rec.StagingPath); vol == nil || vol.State != volumemanager.StateReady {
-		return statusf(codes.FailedPrecondition, "volume %q is not set up at its staging path %q yet (%s)", rec.VolumeID, rec.StagingPath, describe(vol))
+		return statusf(codes.Unavailable, "volume %q is not set up at its staging path %q yet (%s)", rec.VolumeID, rec.StagingPath, describe(vol))
 	}
 	return nil
 }

@@ -15,9 +15,32 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/mount-utils"
+
+	volumetesting "github.com/volume-agent/volume-agent/pkg/volume/testing"
 
 	emulator "github.com/volume-agent/volume-agent/test/flocker"
 )
+
+// newTestDir returns a new dir for a test, and unmounts everything beneath
+// it and removes it when the test ends, even when it fails. It needs root.
+func newTestDir(t *testing.T) (string, mount.Interface) {
+	t.Helper()
+	volumetesting.RequiresRoot(t)
+	// A short path: unix socket addresses are limited to 108 bytes.
+	dir, err := os.MkdirTemp("", "va-csi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mounter := mount.New("")
+	t.Cleanup(func() {
+		volumetesting.UnmountAllBeneath(t, mounter, dir)
+		if err := os.RemoveAll(dir); err != nil {
+			t.Errorf("failed to remove %s: %v", dir, err)
+		}
+	})
+	return dir, mounter
+}
 
 // agent is a running `volume-agent run` in CSI mode alone.
 type agent struct {

@@ -14,7 +14,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"k8s.io/mount-utils"
 
-	volumetesting "github.com/volume-agent/volume-agent/pkg/volume/testing"
 	emulator "github.com/volume-agent/volume-agent/test/flocker"
 )
 
@@ -23,18 +22,7 @@ import (
 // kubelet's repeated calls as before: the same stage and publish succeed
 // without mounting twice, and unpublish and unstage leave nothing mounted.
 func TestStagedVolumeSurvivesSIGKILL(t *testing.T) {
-	volumetesting.RequiresRoot(t)
-	dir, err := os.MkdirTemp("", "va-restart")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mounter := mount.New("")
-	t.Cleanup(func() {
-		volumetesting.UnmountAllBeneath(t, mounter, dir)
-		if err := os.RemoveAll(dir); err != nil {
-			t.Errorf("failed to remove %s: %v", dir, err)
-		}
-	})
+	dir, mounter := newTestDir(t)
 	emu := emulator.StartForTest(t, emulator.Config{
 		StateDir:    filepath.Join(dir, "flocker"),
 		RemoteNodes: []emulator.Node{{Host: "10.0.0.2", UUID: "5c2e8a1f-6d3b-4c7e-9f0a-2b4d6e8f1a3c"}},

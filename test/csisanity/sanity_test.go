@@ -5,7 +5,6 @@
 package csisanity
 
 import (
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,7 +16,6 @@ import (
 	"github.com/onsi/gomega"
 	"k8s.io/mount-utils"
 
-	volumetesting "github.com/volume-agent/volume-agent/pkg/volume/testing"
 	emulator "github.com/volume-agent/volume-agent/test/flocker"
 	"github.com/volume-agent/volume-agent/test/testbin"
 )
@@ -59,19 +57,7 @@ var capabilitySkips = []string{
 // target and staging dirs before each spec and removes them after it; the
 // driver must leave them empty and unmounted.
 func TestSanity(t *testing.T) {
-	volumetesting.RequiresRoot(t)
-	// A short path: unix socket addresses are limited to 108 bytes.
-	dir, err := os.MkdirTemp("", "va-sanity")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mounter := mount.New("")
-	t.Cleanup(func() {
-		volumetesting.UnmountAllBeneath(t, mounter, dir)
-		if err := os.RemoveAll(dir); err != nil {
-			t.Errorf("failed to remove %s: %v", dir, err)
-		}
-	})
+	dir, mounter := newTestDir(t)
 	// Registered after the cleanup above, so it runs first: the agent stops
 	// before the emulator, whose mounts go before the dir.
 	emu := emulator.StartForTest(t, emulator.Config{StateDir: filepath.Join(dir, "flocker")})
