@@ -237,8 +237,15 @@ func TestSystemdUnitAgreesWithDaemonSet(t *testing.T) {
 	unitCfg := agentConfig(t, strings.Fields(execStart[1])[1:])
 	ds := decodeOne[appsv1.DaemonSet](t, filepath.Join("kubernetes", "daemonset.yaml"), "apps/v1/DaemonSet")
 	dsCfg := agentConfig(t, ds.Spec.Template.Spec.Containers[0].Args)
-	if unitCfg.CSI != dsCfg.CSI || unitCfg.RootDir != dsCfg.RootDir {
-		t.Errorf("the unit runs the agent with CSI %+v and root %q, the DaemonSet with %+v and %q", unitCfg.CSI, unitCfg.RootDir, dsCfg.CSI, dsCfg.RootDir)
+	for _, field := range []struct{ name, unit, ds string }{
+		{config.FlagCSIEndpoint, unitCfg.CSI.Endpoint, dsCfg.CSI.Endpoint},
+		{config.FlagCSIDriverName, unitCfg.CSI.DriverName, dsCfg.CSI.DriverName},
+		{config.FlagKubeletRegistrationDir, unitCfg.CSI.KubeletRegistrationDir, dsCfg.CSI.KubeletRegistrationDir},
+		{config.FlagRootDir, unitCfg.RootDir, dsCfg.RootDir},
+	} {
+		if field.unit != field.ds {
+			t.Errorf("--%s is %q in the unit and %q in the DaemonSet", field.name, field.unit, field.ds)
+		}
 	}
 	if !strings.Contains(unit, "KillMode=process") {
 		t.Error("the unit must stop the agent alone (KillMode=process)")
