@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/volume-agent/volume-agent/pkg/manifest"
 	"github.com/volume-agent/volume-agent/pkg/server"
@@ -321,7 +322,7 @@ a PersistentVolumeClaim by namespace and name. The namespace defaults to
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var ref source.ObjectRef
 			if uid != "" {
-				if err := validatePodUID(uid); err != nil {
+				if err := validatePodUID(uid, field.NewPath("--pod-uid")); err != nil {
 					return invalidInput(err)
 				}
 			} else {

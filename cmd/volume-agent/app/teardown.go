@@ -3,7 +3,6 @@ package app
 import (
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/types"
@@ -49,7 +48,7 @@ nothing on disk was touched.`,
 			}
 			uids := sets.New[types.UID]()
 			for _, uid := range podUIDs {
-				if err := validatePodUID(uid); err != nil {
+				if err := validatePodUID(uid, field.NewPath("--pod-uid")); err != nil {
 					return invalidInput(err)
 				}
 				uids.Insert(types.UID(uid))
@@ -93,7 +92,7 @@ func (a *App) loadPodsToTearDown(files []string) (*manifest.Bundle, error) {
 		bundle.Append(b)
 	}
 	for _, pod := range bundle.Pods {
-		if err := validatePodUID(string(pod.UID)); err != nil {
+		if err := validatePodUID(string(pod.UID), field.NewPath("metadata", "uid")); err != nil {
 			problems = append(problems, fmt.Errorf("%s: Pod %q: %w", bundle.Origin(pod), pod.Namespace+"/"+pod.Name, err))
 		}
 	}
@@ -106,10 +105,12 @@ func (a *App) loadPodsToTearDown(files []string) (*manifest.Bundle, error) {
 	return bundle, nil
 }
 
-// validatePodUID checks that uid can name a pod directory.
-func validatePodUID(uid string) error {
-	if uid == "" || uid == "." || uid == ".." || len(uid) > 253 || strings.ContainsAny(uid, "/\x00") {
-		return field.Invalid(field.NewPath("metadata", "uid"), uid, "must name a pod directory, as the UIDs setup prints do")
+// validatePodUID checks uid, given at fldPath, as the manifests' validator
+// checks a pod's UID, so that it can name a pod directory.
+func validatePodUID(uid string, fldPath *field.Path) error {
+	var errs field.ErrorList
+	for _, msg := range manifest.IsValidPodUID(uid) {
+		errs = append(errs, field.Invalid(fldPath, uid, msg))
 	}
-	return nil
+	return errs.ToAggregate()
 }
