@@ -151,9 +151,12 @@ func TestAPI(t *testing.T) {
 	if err := a.client.DeletePod(ctx, uid); err != nil {
 		t.Fatalf("DeletePod() = %v", err)
 	}
+	// The volume's dir goes during its tear-down; the pod, and the
+	// operation's metrics, once the tear-down has finished.
 	if err := wait.PollUntilContextTimeout(ctx, 5*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
 		_, err := os.Stat(volumes[0].Path)
-		return os.IsNotExist(err), nil
+		_, podErr := a.client.Pod(ctx, uid)
+		return os.IsNotExist(err) && errors.As(podErr, &statusErr) && statusErr.Code == http.StatusNotFound, nil
 	}); err != nil {
 		t.Error("the deleted pod's volume was not torn down")
 	}

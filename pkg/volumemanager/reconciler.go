@@ -202,6 +202,10 @@ func (m *Manager) hookState(key VolumeKey, podVolume, path string, pod *v1.Pod) 
 
 func (m *Manager) startSetUpLocked(ctx context.Context, rec *volumeRecord, pod *v1.Pod) {
 	dv := rec.want
+	if dv.target.Path != "" && rec.actual == actualNone {
+		// Nothing is at the old target, if any: the volume may move.
+		rec.target, rec.path = dv.target.Path, dv.target.Path
+	}
 	spec, podVolume, target := dv.spec, dv.name, rec.target
 	var path string
 	op := &Operation{
