@@ -77,15 +77,25 @@ func (s *nodeServer) NodePublishVolume(ctx context.Context, req *csi.NodePublish
 	return &csi.NodePublishVolumeResponse{}, nil
 }
 
+// checkVolumeAndTarget checks the volume ID and target path of a call.
+func checkVolumeAndTarget(volumeID, target string) error {
+	switch {
+	case volumeID == "":
+		return statusf(codes.InvalidArgument, "volume_id is required")
+	case target == "":
+		return statusf(codes.InvalidArgument, "target_path is required")
+	case !filepath.IsAbs(target):
+		return statusf(codes.InvalidArgument, "target_path %q must be an absolute path", target)
+	}
+	return nil
+}
+
 // publishRequest checks req and returns the record it asks for.
 func publishRequest(req *csi.NodePublishVolumeRequest) (*publishRecord, error) {
+	if err := checkVolumeAndTarget(req.GetVolumeId(), req.GetTargetPath()); err != nil {
+		return nil, err
+	}
 	switch {
-	case req.GetVolumeId() == "":
-		return nil, statusf(codes.InvalidArgument, "volume_id is required")
-	case req.GetTargetPath() == "":
-		return nil, statusf(codes.InvalidArgument, "target_path is required")
-	case !filepath.IsAbs(req.GetTargetPath()):
-		return nil, statusf(codes.InvalidArgument, "target_path %q must be an absolute path", req.GetTargetPath())
 	case req.GetVolumeCapability() == nil:
 		return nil, statusf(codes.InvalidArgument, "volume_capability is required")
 	case req.GetVolumeCapability().GetMount() == nil:
@@ -188,13 +198,8 @@ func describe(vol *volumemanager.VolumeStatus) string {
 // (the manager retries it, and so does the kubelet's next call); one still
 // running at the deadline is DeadlineExceeded.
 func (s *nodeServer) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublishVolumeRequest) (*csi.NodeUnpublishVolumeResponse, error) {
-	switch {
-	case req.GetVolumeId() == "":
-		return nil, statusf(codes.InvalidArgument, "volume_id is required")
-	case req.GetTargetPath() == "":
-		return nil, statusf(codes.InvalidArgument, "target_path is required")
-	case !filepath.IsAbs(req.GetTargetPath()):
-		return nil, statusf(codes.InvalidArgument, "target_path %q must be an absolute path", req.GetTargetPath())
+	if err := checkVolumeAndTarget(req.GetVolumeId(), req.GetTargetPath()); err != nil {
+		return nil, err
 	}
 	target := filepath.Clean(req.GetTargetPath())
 	if staged, err := s.d.unpublishIfStaged(ctx, req.GetVolumeId(), target); staged || err != nil {

@@ -152,31 +152,45 @@ func (m *Manager) scanPod(uid types.UID) ([]foundVolume, error) {
 		add(key.Plugin, key.Name)
 	}
 	for _, dir := range []string{m.cfg.Layout.PodVolumesDir(uid), m.cfg.Layout.PodPluginsDir(uid)} {
-		plugins, err := readDirIfExists(dir)
+		err := walkPluginDirs(dir, func(plugin string, entry os.DirEntry) error {
+			// Wrapped volumes belong to their outer volume; names that
+			// start with "." are a plugin's own files (gitRepo's staging
+			// dirs), never volumes, whose names are DNS labels.
+			if !strings.HasPrefix(entry.Name(), wrappedPrefix) && !strings.HasPrefix(entry.Name(), ".") {
+				add(plugin, entry.Name())
+			}
+			return nil
+		})
 		if err != nil {
 			return nil, err
 		}
-		for _, pluginEntry := range plugins {
-			if !pluginEntry.IsDir() {
-				continue
-			}
-			names, err := readDirIfExists(filepath.Join(dir, pluginEntry.Name()))
-			if err != nil {
-				return nil, err
-			}
-			plugin := utilstrings.UnescapeQualifiedName(pluginEntry.Name())
-			for _, entry := range names {
-				// Wrapped volumes belong to their outer volume; names that
-				// start with "." are a plugin's own files (gitRepo's staging
-				// dirs), never volumes, whose names are DNS labels.
-				if strings.HasPrefix(entry.Name(), wrappedPrefix) || strings.HasPrefix(entry.Name(), ".") {
-					continue
-				}
-				add(plugin, entry.Name())
+	}
+	return found, nil
+}
+
+// walkPluginDirs calls fn with every entry of every plugin's dir in dir
+// (dir/<escaped plugin>/<entry>), and the plugin's name.
+func walkPluginDirs(dir string, fn func(plugin string, entry os.DirEntry) error) error {
+	plugins, err := readDirIfExists(dir)
+	if err != nil {
+		return err
+	}
+	for _, pluginEntry := range plugins {
+		if !pluginEntry.IsDir() {
+			continue
+		}
+		entries, err := readDirIfExists(filepath.Join(dir, pluginEntry.Name()))
+		if err != nil {
+			return err
+		}
+		plugin := utilstrings.UnescapeQualifiedName(pluginEntry.Name())
+		for _, entry := range entries {
+			if err := fn(plugin, entry); err != nil {
+				return err
 			}
 		}
 	}
-	return found, nil
+	return nil
 }
 
 func readDirIfExists(dir string) ([]os.DirEntry, error) {

@@ -58,32 +58,20 @@ func (m *Manager) removeTarget(key VolumeKey) error {
 // by key.
 func (m *Manager) readTargets(uid types.UID) (map[VolumeKey]string, error) {
 	dir := m.targetsDir(uid)
-	plugins, err := readDirIfExists(dir)
-	if err != nil {
-		return nil, err
-	}
 	targets := map[VolumeKey]string{}
-	for _, pluginEntry := range plugins {
-		if !pluginEntry.IsDir() {
-			continue
+	err := walkPluginDirs(dir, func(plugin string, entry os.DirEntry) error {
+		if !entry.Type().IsRegular() || filepath.Ext(entry.Name()) == ".tmp" {
+			return nil
 		}
-		names, err := readDirIfExists(filepath.Join(dir, pluginEntry.Name()))
+		key := VolumeKey{PodUID: uid, Plugin: plugin, Name: entry.Name()}
+		data, err := os.ReadFile(m.targetFile(key))
 		if err != nil {
-			return nil, err
+			return fmt.Errorf("failed to read the target of volume %s: %w", key, err)
 		}
-		plugin := utilstrings.UnescapeQualifiedName(pluginEntry.Name())
-		for _, entry := range names {
-			if !entry.Type().IsRegular() || filepath.Ext(entry.Name()) == ".tmp" {
-				continue
-			}
-			data, err := os.ReadFile(filepath.Join(dir, pluginEntry.Name(), entry.Name()))
-			if err != nil {
-				return nil, fmt.Errorf("failed to read the target of a volume: %w", err)
-			}
-			if target := string(data); filepath.IsAbs(target) {
-				targets[VolumeKey{PodUID: uid, Plugin: plugin, Name: entry.Name()}] = filepath.Clean(target)
-			}
+		if target := string(data); filepath.IsAbs(target) {
+			targets[key] = filepath.Clean(target)
 		}
-	}
-	return targets, nil
+		return nil
+	})
+	return targets, err
 }
