@@ -16,6 +16,12 @@
 // set up again (a no-op for a ready volume), and the others are torn down
 // once every source has been read in full.
 //
+// A source may place a volume at a target path outside the root dir (see
+// Target): the CSI driver's publishes are such a source. The volume goes
+// through the same executor, plugin, hooks and status; only its directory
+// differs, and it is recorded under the root dir before its set-up so that
+// reconstruction finds it.
+//
 // The one-shot `setup` and `teardown` commands use the same Manager through
 // RunOnce, which returns when every volume of the given pods has settled.
 package volumemanager
