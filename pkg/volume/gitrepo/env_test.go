@@ -21,6 +21,7 @@ import (
 	"github.com/volume-agent/volume-agent/pkg/volume"
 	"github.com/volume-agent/volume-agent/pkg/volume/emptydir"
 	volumetesting "github.com/volume-agent/volume-agent/pkg/volume/testing"
+	"github.com/volume-agent/volume-agent/pkg/volume/util"
 	"github.com/volume-agent/volume-agent/test/gitserver"
 )
 
@@ -45,7 +46,7 @@ type realEnv struct {
 	cfg  Config
 	host volume.VolumeHost
 	mgr  *volume.VolumePluginMgr
-	// mounter is the host's; nil means mount.New("").
+	// mounter is the host's; nil means the agent's, util.NewMounter().
 	mounter mount.Interface
 }
 
@@ -94,7 +95,7 @@ func requireOverlay(t *testing.T) {
 func (e *realEnv) start() {
 	mounter := e.mounter
 	if mounter == nil {
-		mounter = mount.New("")
+		mounter = util.NewMounter()
 	}
 	e.host, e.mgr = volumetesting.NewFakeVolumeHost(e.t, e.root,
 		append(ProbeVolumePlugins(e.cfg), emptydir.ProbeVolumePlugins()...),

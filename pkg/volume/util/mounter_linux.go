@@ -10,8 +10,8 @@ import (
 )
 
 // NewMounter returns the mount.Interface the agent uses: mount-utils'
-// Mounter, except that tmpfs, hugetlbfs and bind mounts, the ones the bundled
-// plugins make, are made and unmade with the mount(2) and umount2(2) system
+// Mounter, except that tmpfs, hugetlbfs, overlay and bind mounts, the ones
+// the bundled plugins make, are made and unmade with the mount(2) and umount2(2) system
 // calls rather than by running mount(8) and umount(8). That saves a fork and
 // an exec per call, which is most of the cost of a memory-backed emptyDir.
 // Other file system types still go through mount(8).
@@ -39,7 +39,7 @@ var flagOptions = map[string]uintptr{
 
 // bySyscall reports whether a mount is one this mounter makes itself.
 func bySyscall(fstype string, options []string) bool {
-	return fstype == "tmpfs" || fstype == "hugetlbfs" || slices.Contains(options, "bind") || slices.Contains(options, "rbind")
+	return fstype == "tmpfs" || fstype == "hugetlbfs" || fstype == "overlay" || slices.Contains(options, "bind") || slices.Contains(options, "rbind")
 }
 
 func (m *syscallMounter) Mount(source, target, fstype string, options []string) error {
@@ -73,6 +73,11 @@ func (m *syscallMounter) MountSensitive(source, target, fstype string, options, 
 	}
 	// Options are not logged: they may hold secrets.
 	if !bind {
+		if remount {
+			// "remount,<flags>" changes the flags of the file system at
+			// target.
+			flags |= unix.MS_REMOUNT
+		}
 		if err := unix.Mount(source, target, fstype, flags, strings.Join(data, ",")); err != nil {
 			return fmt.Errorf("failed to mount %s at %s (type %s): %w", source, target, fstype, err)
 		}

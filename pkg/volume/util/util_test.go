@@ -244,3 +244,39 @@ func TestRemoveVolumeDirRefusesAMountPoint(t *testing.T) {
 	}
 	assertContent(t, filepath.Join(backing, "data"), "keep me")
 }
+
+// TestNewMounterOverlay mounts an overlay with NewMounter's system calls,
+// writes through it, remounts it read-only and unmounts it.
+func TestNewMounterOverlay(t *testing.T) {
+	volumetesting.RequiresRoot(t)
+	dir := t.TempDir()
+	lower, upper, work, merged := filepath.Join(dir, "lower"), filepath.Join(dir, "upper"), filepath.Join(dir, "work"), filepath.Join(dir, "merged")
+	for _, d := range []string{lower, upper, work, merged} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mounter := util.NewMounter()
+	if err := mounter.Mount("overlay", merged, "overlay", []string{"lowerdir=" + lower, "upperdir=" + upper, "workdir=" + work}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(merged, syscall.MNT_DETACH) })
+	if err := os.WriteFile(filepath.Join(merged, "f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(upper, "f")); err != nil {
+		t.Errorf("a write through the overlay is not in its upper dir: %v", err)
+	}
+	if err := mounter.Mount("overlay", merged, "overlay", []string{"remount", "ro"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(merged, "g"), nil, 0o644); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("writing after a read-only remount: %v, want EROFS", err)
+	}
+	if err := mounter.Unmount(merged); err != nil {
+		t.Fatal(err)
+	}
+	if notMnt, err := mounter.IsLikelyNotMountPoint(merged); err != nil || !notMnt {
+		t.Errorf("still mounted after Unmount: %v", err)
+	}
+}
