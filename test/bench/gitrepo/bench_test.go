@@ -1,21 +1,28 @@
 // Package gitrepo benchmarks making gitRepo volumes of a realistic
-// repository (5,000 commits, 5,000 files, a 50 MB tree) served by git daemon
-// on loopback, side by side:
+// repository served by git daemon on loopback, side by side, at two sizes: a
+// 50 MB tree (5,000 commits, 5,000 files of 10 KB) and a 500 MB tree (500
+// commits, 5,000 files of 100 KB). The methods:
 //
 //   - kubelet: what the kubelet did per volume: git clone, then git checkout
 //     and git reset --hard in the clone;
-//   - agent-direct: volume-agent with the cache off (a hardened clone);
-//   - cold-cache: volume-agent with an empty cache at the start of the batch;
-//   - warm-cache: volume-agent with the repository already cached;
-//   - cp-a: the floor, cp -a of a finished checkout, .git included.
+//   - copy: volume-agent with a warm cache in copy mode (a copy of the
+//     cache's finished checkout);
+//   - overlay: volume-agent with a warm cache in overlay mode (an overlay
+//     mount over the cache's checkout), with the agent's mounter;
+//   - cp-a: the floor of any copy, cp -a of a finished checkout, .git
+//     included.
 //
 // Each is measured for a batch of 1 and of 20 volumes, made one after the
-// other. Reported per volume: the time (s/vol) and the disk used (MB/vol);
-// for the cache, the disk the cache takes (cache-MB).
+// other; for the 500 MB tree, the methods that write the tree per volume
+// make 1 volume only, so that a run stays bounded (20 volumes of 500 MB
+// would write 10 GB per method). Reported per volume: the time (s/vol) and
+// the disk used (MB/vol: the growth of ROOT outside the cache, not counting
+// what a volume shows from a mount's lower layer).
 //
-// The repository is generated on the first benchmark that needs it (about
-// 15 s) and kept for the run; plain go test runs no benchmark and so
-// generates nothing. Run: go test -bench . -run '^$' ./test/bench/gitrepo/
+// The repositories are generated on the first benchmark that needs them and
+// kept for the run; plain go test runs no benchmark and so generates nothing.
+// The overlay method needs root. Run:
+// go test -bench . -run '^$' -benchtime 1x -count 3 ./test/bench/gitrepo/
 package gitrepo
 
 import (
@@ -33,25 +40,28 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/mount-utils"
 	"k8s.io/utils/clock"
 	utilexec "k8s.io/utils/exec"
 
 	"github.com/volume-agent/volume-agent/pkg/volume"
 	"github.com/volume-agent/volume-agent/pkg/volume/emptydir"
 	"github.com/volume-agent/volume-agent/pkg/volume/gitrepo"
+	"github.com/volume-agent/volume-agent/pkg/volume/util"
 	"github.com/volume-agent/volume-agent/test/gitserver"
 )
 
-// The generated repository.
-const (
-	commits  = 5000
-	files    = 5000
-	fileSize = 10 << 10
-	repoName = "bench.git"
-)
+// size is one generated repository.
+type size struct {
+	name                    string
+	commits, files, fileLen int
+}
 
-// fixture is the served repository and a finished checkout of it, made once
+var sizes = []size{
+	{name: "50MB", commits: 5000, files: 5000, fileLen: 10 << 10},
+	{name: "500MB", commits: 500, files: 5000, fileLen: 100 << 10},
+}
+
+// fixture is a served repository and a finished checkout of it, made once
 // per test binary.
 type fixture struct {
 	dir      string
@@ -62,30 +72,35 @@ type fixture struct {
 }
 
 var (
-	fixtureOnce sync.Once
-	shared      *fixture
-	fixtureErr  error
+	fixturesMu sync.Mutex
+	fixtures   = map[string]*fixture{}
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if shared != nil {
-		shared.srv.Close()
-		os.RemoveAll(shared.dir)
+	for _, f := range fixtures {
+		f.srv.Close()
+		os.RemoveAll(f.dir)
 	}
 	os.Exit(code)
 }
 
-func getFixture(b *testing.B) *fixture {
+func getFixture(b *testing.B, sz size) *fixture {
 	b.Helper()
-	fixtureOnce.Do(func() { shared, fixtureErr = makeFixture() })
-	if fixtureErr != nil {
-		b.Fatalf("failed to make the benchmark repository: %v", fixtureErr)
+	fixturesMu.Lock()
+	defer fixturesMu.Unlock()
+	if f := fixtures[sz.name]; f != nil {
+		return f
 	}
-	return shared
+	f, err := makeFixture(sz)
+	if err != nil {
+		b.Fatalf("failed to make the %s benchmark repository: %v", sz.name, err)
+	}
+	fixtures[sz.name] = f
+	return f
 }
 
-func makeFixture() (*fixture, error) {
+func makeFixture(sz size) (*fixture, error) {
 	dir, err := os.MkdirTemp("", "gitrepo-bench-")
 	if err != nil {
 		return nil, err
@@ -99,7 +114,7 @@ func makeFixture() (*fixture, error) {
 	if err != nil {
 		return nil, err
 	}
-	if f.rev, err = repo.Generate(gitserver.GenerateOptions{Commits: commits, Files: files, FileSize: fileSize, Seed: 1}); err != nil {
+	if f.rev, err = repo.Generate(gitserver.GenerateOptions{Commits: sz.commits, Files: sz.files, FileSize: sz.fileLen, Seed: 1}); err != nil {
 		return nil, err
 	}
 	if f.srv, err = gitserver.Start(served, "", ""); err != nil {
@@ -112,6 +127,8 @@ func makeFixture() (*fixture, error) {
 	}
 	return f, nil
 }
+
+const repoName = "bench.git"
 
 // kubeletClone does what the kubelet's gitRepo plugin did: git clone, then
 // git checkout and git reset --hard in the clone.
@@ -138,21 +155,24 @@ func kubeletClone(url, rev, dir string) error {
 }
 
 // strategy makes volumes under a root dir. start runs, untimed, before each
-// batch and returns the function that makes volume i and returns its path.
+// batch and returns the function that makes volume i and returns its path,
+// and the function that removes a volume (nil: removing root is enough).
 type strategy struct {
-	name  string
-	cache bool
-	start func(b *testing.B, f *fixture, root string) func(i int) (string, error)
+	name string
+	// perVolumeTree is true for the methods that write the whole tree per
+	// volume.
+	perVolumeTree bool
+	start         func(b *testing.B, f *fixture, root string) (makeVolume func(i int) (string, error), tearDown func(i int) error)
 }
 
-func agent(cacheOn, warm bool) func(b *testing.B, f *fixture, root string) func(i int) (string, error) {
-	return func(b *testing.B, f *fixture, root string) func(i int) (string, error) {
+func agent(mode string) func(b *testing.B, f *fixture, root string) (func(int) (string, error), func(int) error) {
+	return func(b *testing.B, f *fixture, root string) (func(int) (string, error), func(int) error) {
 		cfg := gitrepo.DefaultConfig()
 		cfg.AllowedProtocols = []string{"git"}
-		cfg.Cache.Enabled = cacheOn
+		cfg.Cache.Mode = mode
 		mgr := &volume.VolumePluginMgr{}
 		host := volume.NewHost(volume.HostConfig{
-			Layout: volume.Layout{Root: root}, Mounter: mount.New(""), Exec: utilexec.New(), Clock: clock.RealClock{}, NodeName: "bench",
+			Layout: volume.Layout{Root: root}, Mounter: util.NewMounter(), Exec: utilexec.New(), Clock: clock.RealClock{}, NodeName: "bench",
 		}, mgr)
 		if err := mgr.InitPlugins(append(gitrepo.ProbeVolumePlugins(cfg), emptydir.ProbeVolumePlugins()...), host); err != nil {
 			b.Fatal(err)
@@ -170,30 +190,41 @@ func agent(cacheOn, warm bool) func(b *testing.B, f *fixture, root string) func(
 			}
 			return builder.GetPath(), builder.SetUp(nil)
 		}
-		if warm {
-			// The cache has served the revision twice: it holds the mirror
-			// and the finished checkout volumes are copied from.
-			for _, uid := range []string{"warm-up-1", "warm-up-2"} {
-				if _, err := setUp(uid); err != nil {
-					b.Fatal(err)
-				}
+		tearDown := func(uid string) error {
+			cleaner, err := plugin.NewCleaner("repo", types.UID(uid))
+			if err != nil {
+				return err
+			}
+			return cleaner.TearDown()
+		}
+		// The cache has served the revision twice: it holds the mirror and
+		// the finished checkout (or lower layer) volumes are made from.
+		for _, uid := range []string{"warm-up-1", "warm-up-2"} {
+			if _, err := setUp(uid); err != nil {
+				b.Fatal(err)
+			}
+			if err := tearDown(uid); err != nil {
+				b.Fatal(err)
 			}
 		}
-		return func(i int) (string, error) { return setUp(fmt.Sprintf("pod-%d", i)) }
+		if health := plugin.(volume.HealthCheckingPlugin).CheckHealth(context.Background()); mode == gitrepo.CacheModeOverlay && !health.Usable {
+			b.Fatalf("overlay mode unusable: %s", health.Message)
+		}
+		return func(i int) (string, error) { return setUp(fmt.Sprintf("pod-%d", i)) },
+			func(i int) error { return tearDown(fmt.Sprintf("pod-%d", i)) }
 	}
 }
 
 var strategies = []strategy{
-	{name: "kubelet", start: func(b *testing.B, f *fixture, root string) func(int) (string, error) {
+	{name: "kubelet", perVolumeTree: true, start: func(b *testing.B, f *fixture, root string) (func(int) (string, error), func(int) error) {
 		return func(i int) (string, error) {
 			dir := filepath.Join(root, fmt.Sprintf("pod-%d", i), "bench")
 			return filepath.Dir(dir), kubeletClone(f.url, f.rev, dir)
-		}
+		}, nil
 	}},
-	{name: "agent-direct", start: agent(false, false)},
-	{name: "cold-cache", cache: true, start: agent(true, false)},
-	{name: "warm-cache", cache: true, start: agent(true, true)},
-	{name: "cp-a", start: func(b *testing.B, f *fixture, root string) func(int) (string, error) {
+	{name: "copy", perVolumeTree: true, start: agent(gitrepo.CacheModeCopy)},
+	{name: "overlay", start: agent(gitrepo.CacheModeOverlay)},
+	{name: "cp-a", perVolumeTree: true, start: func(b *testing.B, f *fixture, root string) (func(int) (string, error), func(int) error) {
 		return func(i int) (string, error) {
 			dir := filepath.Join(root, fmt.Sprintf("pod-%d", i))
 			if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -204,70 +235,100 @@ var strategies = []strategy{
 				return "", fmt.Errorf("cp -a: %w: %s", err, out)
 			}
 			return dir, nil
-		}
+		}, nil
 	}},
 }
 
 func BenchmarkGitRepo(b *testing.B) {
-	f := getFixture(b)
-	for _, volumes := range []int{1, 20} {
-		for _, s := range strategies {
-			b.Run(fmt.Sprintf("%s/volumes=%d", s.name, volumes), func(b *testing.B) {
-				var elapsed time.Duration
-				var diskPerVolume, cacheBytes int64
-				for range b.N {
-					b.StopTimer()
-					root, err := os.MkdirTemp(f.dir, "root-")
-					if err != nil {
-						b.Fatal(err)
-					}
-					makeVolume := s.start(b, f, root)
-					syncDisk()
-					b.StartTimer()
-					start := time.Now()
-					paths := make([]string, volumes)
-					for i := range volumes {
-						if paths[i], err = makeVolume(i); err != nil {
-							b.Fatal(err)
-						}
-					}
-					elapsed += time.Since(start)
-					b.StopTimer()
-					diskPerVolume = diskUsage(b, paths[0])
-					if s.cache {
-						cacheBytes = diskUsage(b, filepath.Join(root, "plugins", "kubernetes.io~git-repo", "cache"))
-					}
-					if err := os.RemoveAll(root); err != nil {
-						b.Fatal(err)
-					}
-					b.StartTimer()
+	for _, sz := range sizes {
+		for _, volumes := range []int{1, 20} {
+			for _, s := range strategies {
+				if volumes > 1 && s.perVolumeTree && sz.name != sizes[0].name {
+					continue
 				}
-				b.ReportMetric(elapsed.Seconds()/float64(b.N*volumes), "s/vol")
-				b.ReportMetric(float64(diskPerVolume)/1e6, "MB/vol")
-				if s.cache {
-					b.ReportMetric(float64(cacheBytes)/1e6, "cache-MB")
-				}
-			})
+				b.Run(fmt.Sprintf("size=%s/%s/volumes=%d", sz.name, s.name, volumes), func(b *testing.B) {
+					if s.name == "overlay" && os.Geteuid() != 0 {
+						b.Skip("overlay mounts need root")
+					}
+					runBatch(b, getFixture(b, sz), s, volumes)
+				})
+			}
 		}
 	}
+}
+
+// runBatch makes b.N batches of volumes with s, each under a new root.
+func runBatch(b *testing.B, f *fixture, s strategy, volumes int) {
+	var elapsed time.Duration
+	var diskPerVolume int64
+	for range b.N {
+		b.StopTimer()
+		root, err := os.MkdirTemp(f.dir, "root-")
+		if err != nil {
+			b.Fatal(err)
+		}
+		makeVolume, tearDown := s.start(b, f, root)
+		syncDisk()
+		before := volumeBytes(b, root)
+		b.StartTimer()
+		start := time.Now()
+		for i := range volumes {
+			if _, err := makeVolume(i); err != nil {
+				b.Fatal(err)
+			}
+		}
+		elapsed += time.Since(start)
+		b.StopTimer()
+		diskPerVolume = (volumeBytes(b, root) - before) / int64(volumes)
+		if tearDown != nil {
+			for i := range volumes {
+				if err := tearDown(i); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		if err := os.RemoveAll(root); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	b.ReportMetric(elapsed.Seconds()/float64(b.N*volumes), "s/vol")
+	b.ReportMetric(float64(diskPerVolume)/1e6, "MB/vol")
 }
 
 // syncDisk flushes dirty pages, so that one batch's writes do not slow the
 // next one down.
 func syncDisk() { syscall.Sync() }
 
-// diskUsage returns the bytes the files under dir take on disk.
-func diskUsage(b *testing.B, dir string) int64 {
+// volumeBytes returns the bytes the files under root take on disk, without
+// the cache and without crossing into a mount (an overlay volume's files
+// from its lower layer are the cache's, counted once there).
+func volumeBytes(b *testing.B, root string) int64 {
+	var rootStat syscall.Stat_t
+	if err := syscall.Lstat(root, &rootStat); err != nil {
+		b.Fatal(err)
+	}
+	cache := filepath.Join(root, "plugins", "kubernetes.io~git-repo", "cache")
 	var total int64
-	err := filepath.WalkDir(dir, func(path string, entry fs.DirEntry, err error) error {
+	err := filepath.WalkDir(root, func(path string, entry fs.DirEntry, err error) error {
 		if err != nil {
 			return err
+		}
+		if path == cache {
+			return filepath.SkipDir
 		}
 		info, err := entry.Info()
 		if err != nil {
 			return err
 		}
-		total += info.Sys().(*syscall.Stat_t).Blocks * 512
+		st := info.Sys().(*syscall.Stat_t)
+		if st.Dev != rootStat.Dev {
+			if entry.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		total += st.Blocks * 512
 		return nil
 	})
 	if err != nil {
