@@ -12,8 +12,18 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	code := app.Run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
-	stop()
+	// The first SIGINT or SIGTERM asks the command to stop; the second makes
+	// `run` stop at once, without finishing its tear-down on exit.
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
+	ctx, stop := context.WithCancel(context.Background())
+	stopNowCtx, stopNow := context.WithCancel(context.Background())
+	go func() {
+		<-signals
+		stop()
+		<-signals
+		stopNow()
+	}()
+	code := app.Run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, app.WithStopNow(stopNowCtx))
 	os.Exit(code)
 }

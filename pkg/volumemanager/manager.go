@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -332,7 +334,8 @@ func (m *Manager) waitFor(ctx context.Context, cond func() bool) error {
 // TearDownAll makes every volume undesired, whatever the sources say, and
 // waits until every volume is torn down and its pod directory removed, or
 // ctx is done. Run must be running. Later source updates are kept but not
-// acted on.
+// acted on. The error of a ctx done first names every volume not torn down,
+// with its pod and path.
 func (m *Manager) TearDownAll(ctx context.Context) error {
 	m.mu.Lock()
 	m.tearDownAll = true
@@ -342,7 +345,16 @@ func (m *Manager) TearDownAll(ctx context.Context) error {
 	if err != nil {
 		m.mu.Lock()
 		defer m.mu.Unlock()
-		return fmt.Errorf("failed to tear down every volume: %d remain: %w", len(m.volumes), err)
+		remaining := make([]string, 0, len(m.volumes))
+		for _, rec := range m.volumes {
+			pod := m.podNameLocked(rec.key.PodUID)
+			if pod == "" {
+				pod = "uid " + string(rec.key.PodUID)
+			}
+			remaining = append(remaining, fmt.Sprintf("%s volume %s at %s", pod, rec.podVolume, rec.path))
+		}
+		sort.Strings(remaining)
+		return fmt.Errorf("failed to tear down every volume: %d remain (%s): %w", len(remaining), strings.Join(remaining, "; "), err)
 	}
 	return nil
 }

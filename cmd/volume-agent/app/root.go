@@ -53,6 +53,13 @@ func someFailed(err error) error { return &exitError{code: ExitFailed, err: err}
 // Option changes how Run builds the agent.
 type Option func(*App)
 
+// WithStopNow sets a context that is done when the agent must stop at once,
+// as at a second SIGINT or SIGTERM: `run` then ends its tear-down on exit
+// (--teardown-on-exit) and leaves the volumes not yet torn down in place.
+func WithStopNow(ctx context.Context) Option {
+	return func(a *App) { a.stopNow = ctx }
+}
+
 // WithPlugins adds plugins, probed after the built-in ones. An out-of-tree
 // build uses it to add its own volume types.
 func WithPlugins(probe PluginProber) Option {
@@ -80,14 +87,18 @@ type App struct {
 
 	configFile string
 	probers    []PluginProber
+	// stopNow is done when the agent must stop without finishing its
+	// tear-down on exit; never by default.
+	stopNow context.Context
 	// pluginLoadErr keeps the plugins that failed to load, for `plugins`.
 	pluginLoadErr error
 }
 
 // Run runs volume-agent with args (without the program name) and returns the
-// process's exit code. ctx is cancelled on SIGINT and SIGTERM.
+// process's exit code. ctx is cancelled at the first SIGINT or SIGTERM (see
+// WithStopNow for the second).
 func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, opts ...Option) int {
-	a := &App{Stdin: stdin, Stdout: stdout, Stderr: stderr, probers: []PluginProber{BuiltinPlugins}}
+	a := &App{Stdin: stdin, Stdout: stdout, Stderr: stderr, probers: []PluginProber{BuiltinPlugins}, stopNow: context.Background()}
 	for _, opt := range opts {
 		opt(a)
 	}

@@ -50,7 +50,9 @@ manifest path is optional: a CSI driver alone is a valid agent.
 Each volume is printed as it becomes ready, is torn down, or fails. On SIGINT or
 SIGTERM the agent cancels the operations in flight and leaves the volumes in
 place, so that a restart disturbs no workload; with --teardown-on-exit it tears
-every volume down first.`,
+every volume down first, for at most --teardown-on-exit-timeout (1m). A second
+SIGINT or SIGTERM ends that tear-down at once. Either way the volumes not torn
+down are left in place, named in the error, and the agent exits 1.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := a.load(cmd); err != nil {
@@ -169,14 +171,17 @@ func (a *App) runAgent(ctx context.Context) error {
 	}
 	logger.Info("Stopping")
 	if cfg.VolumeManager.TeardownOnExit {
-		timeout := 2 * cfg.VolumeManager.OperationTimeout.Duration
+		timeout := cfg.VolumeManager.TeardownOnExitTimeout.Duration
+		logger.Info("Tearing every volume down before exiting; a second signal stops at once", "timeout", timeout)
 		teardownCtx, cancel := context.WithTimeout(runCtx, timeout)
+		stopAfter := context.AfterFunc(a.stopNow, cancel)
 		err := m.TearDownAll(teardownCtx)
+		stopAfter()
 		cancel()
 		if err != nil {
 			stop()
 			<-managerDone
-			return someFailed(err)
+			return someFailed(fmt.Errorf("stopped with volumes left in place: %w", err))
 		}
 		logger.Info("Tore every volume down")
 	}

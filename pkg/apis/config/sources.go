@@ -21,6 +21,7 @@ const (
 	FlagOperationTimeout          = "operation-timeout"
 	FlagResyncPeriod              = "resync-period"
 	FlagTeardownOnExit            = "teardown-on-exit"
+	FlagTeardownOnExitTimeout     = "teardown-on-exit-timeout"
 	FlagSocket                    = "socket"
 	FlagSocketMode                = "socket-mode"
 	FlagMetricsAddress            = "metrics-address"
@@ -76,6 +77,8 @@ var fieldSources = map[string]FieldSource{
 	"csi.endpoint":                   {Flag: FlagCSIEndpoint},
 	"csi.driverName":                 {Flag: FlagCSIDriverName},
 	"csi.kubeletRegistrationDir":     {Flag: FlagKubeletRegistrationDir},
+
+	"volumeManager.teardownOnExitTimeout": {Flag: FlagTeardownOnExitTimeout},
 }
 
 // SourceOf returns the flag and environment variable that set the field at

@@ -119,8 +119,17 @@ type VolumeManagerConfiguration struct {
 	HealthCheckPeriod metav1.Duration
 	// SizeCheckPeriod is how often size limits of volumes are checked.
 	SizeCheckPeriod metav1.Duration
+	// VerifyPeriod is how often ready volumes are verified still to be set
+	// up (a tmpfs still mounted), and repaired or reported when not.
+	VerifyPeriod metav1.Duration
+	// SourceLoadTimeout bounds how long the volumes a manifest that does not
+	// load may have declared wait before they are torn down.
+	SourceLoadTimeout metav1.Duration
 	// TeardownOnExit tears every volume down when the agent stops.
 	TeardownOnExit bool
+	// TeardownOnExitTimeout bounds that tear-down; a second signal ends it
+	// at once.
+	TeardownOnExitTimeout metav1.Duration
 }
 
 // ServerConfiguration configures the local API and metrics.

@@ -213,6 +213,9 @@ func (in *VolumeManagerConfiguration) DeepCopyInto(out *VolumeManagerConfigurati
 	out.OperationTimeout = in.OperationTimeout
 	out.HealthCheckPeriod = in.HealthCheckPeriod
 	out.SizeCheckPeriod = in.SizeCheckPeriod
+	out.VerifyPeriod = in.VerifyPeriod
+	out.SourceLoadTimeout = in.SourceLoadTimeout
+	out.TeardownOnExitTimeout = in.TeardownOnExitTimeout
 	return
 }
 

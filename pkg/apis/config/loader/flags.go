@@ -42,6 +42,8 @@ func AddFlags(fs *pflag.FlagSet, cfg *config.AgentConfiguration) {
 		"Period of full reconciliation of desired and actual state (config: volumeManager.resyncPeriod).")
 	fs.BoolVar(&cfg.VolumeManager.TeardownOnExit, config.FlagTeardownOnExit, cfg.VolumeManager.TeardownOnExit,
 		"Tear every volume down when the agent stops (config: volumeManager.teardownOnExit).")
+	fs.DurationVar(&cfg.VolumeManager.TeardownOnExitTimeout.Duration, config.FlagTeardownOnExitTimeout, cfg.VolumeManager.TeardownOnExitTimeout.Duration,
+		"Time limit of the tear-down of --teardown-on-exit; a second SIGINT or SIGTERM ends it at once (config: volumeManager.teardownOnExitTimeout).")
 	fs.StringVar(&cfg.Server.SocketPath, config.FlagSocket, cfg.Server.SocketPath,
 		"Unix socket of the local API; empty means <root-dir>/"+config.DefaultSocketName+" (config: server.socketPath). A relative path is taken from the working directory.")
 	fs.StringVar(&cfg.Server.SocketMode, config.FlagSocketMode, cfg.Server.SocketMode,

@@ -178,7 +178,11 @@ func everyFieldSet() *config.AgentConfiguration {
 			OperationTimeout:  d("4m"),
 			HealthCheckPeriod: d("15s"),
 			SizeCheckPeriod:   d("5s"),
-			TeardownOnExit:    true,
+			VerifyPeriod:      d("6s"),
+			SourceLoadTimeout: d("7s"),
+
+			TeardownOnExitTimeout: d("8s"),
+			TeardownOnExit:        true,
 		},
 		Server: config.ServerConfiguration{
 			SocketPath:     "/run/va.sock",

@@ -34,6 +34,13 @@ const (
 	DefaultCSICallTimeout           = 2 * time.Minute
 )
 
+// Default values of the volume manager's checks and bounds.
+const (
+	DefaultVerifyPeriod          = 10 * time.Second
+	DefaultSourceLoadTimeout     = 2 * time.Minute
+	DefaultTeardownOnExitTimeout = time.Minute
+)
+
 // DefaultGitAllowedProtocols returns the default of gitRepo.allowedProtocols.
 func DefaultGitAllowedProtocols() []string { return []string{"https", "ssh"} }
 
@@ -88,9 +95,12 @@ func SetDefaults_AgentConfiguration(obj *AgentConfiguration) { //nolint:revive /
 	setDefaultDuration(&vm.OperationTimeout, DefaultOperationTimeout)
 	setDefaultDuration(&vm.HealthCheckPeriod, DefaultHealthCheckPeriod)
 	setDefaultDuration(&vm.SizeCheckPeriod, DefaultSizeCheckPeriod)
+	setDefaultDuration(&vm.VerifyPeriod, DefaultVerifyPeriod)
+	setDefaultDuration(&vm.SourceLoadTimeout, DefaultSourceLoadTimeout)
 	if vm.TeardownOnExit == nil {
 		vm.TeardownOnExit = ptr.To(false)
 	}
+	setDefaultDuration(&vm.TeardownOnExitTimeout, DefaultTeardownOnExitTimeout)
 
 	setDefaultString(&obj.Server.SocketMode, DefaultSocketMode)
 

@@ -39,7 +39,11 @@ func defaulted() *AgentConfiguration {
 			OperationTimeout:  duration(2 * time.Minute),
 			HealthCheckPeriod: duration(30 * time.Second),
 			SizeCheckPeriod:   duration(10 * time.Second),
+			VerifyPeriod:      duration(10 * time.Second),
+			SourceLoadTimeout: duration(2 * time.Minute),
 			TeardownOnExit:    ptr.To(false),
+
+			TeardownOnExitTimeout: duration(time.Minute),
 		},
 		Server: ServerConfiguration{SocketMode: "0600"},
 		Hooks: HooksConfiguration{
@@ -80,7 +84,11 @@ func custom() *AgentConfiguration {
 			OperationTimeout:  duration(time.Minute),
 			HealthCheckPeriod: duration(time.Minute),
 			SizeCheckPeriod:   duration(time.Minute),
+			VerifyPeriod:      duration(time.Minute),
+			SourceLoadTimeout: duration(time.Minute),
 			TeardownOnExit:    ptr.To(true),
+
+			TeardownOnExitTimeout: duration(time.Minute),
 		},
 		Server: ServerConfiguration{
 			SocketPath:     "/run/volume-agent.sock",

@@ -148,10 +148,24 @@ type VolumeManagerConfiguration struct {
 	// sizeCheckPeriod is how often volume size limits are checked. Default: "10s".
 	// +optional
 	SizeCheckPeriod metav1.Duration `json:"sizeCheckPeriod,omitzero"`
+	// verifyPeriod is how often ready volumes are verified still to be set
+	// up (a Memory emptyDir still mounted), and repaired or reported when
+	// not. Default: "10s".
+	// +optional
+	VerifyPeriod metav1.Duration `json:"verifyPeriod,omitzero"`
+	// sourceLoadTimeout bounds how long the volumes that a manifest which
+	// does not load may have declared are kept before they are torn down.
+	// Default: "2m".
+	// +optional
+	SourceLoadTimeout metav1.Duration `json:"sourceLoadTimeout,omitzero"`
 	// teardownOnExit tears every volume down when the agent stops.
 	// Default: false.
 	// +optional
 	TeardownOnExit *bool `json:"teardownOnExit,omitempty"`
+	// teardownOnExitTimeout bounds the tear-down of teardownOnExit; a second
+	// SIGINT or SIGTERM ends it at once. Default: "1m".
+	// +optional
+	TeardownOnExitTimeout metav1.Duration `json:"teardownOnExitTimeout,omitzero"`
 }
 
 // ServerConfiguration configures the local API and metrics.

@@ -380,9 +380,12 @@ func autoConvert_v1alpha1_VolumeManagerConfiguration_To_config_VolumeManagerConf
 	out.OperationTimeout = in.OperationTimeout
 	out.HealthCheckPeriod = in.HealthCheckPeriod
 	out.SizeCheckPeriod = in.SizeCheckPeriod
+	out.VerifyPeriod = in.VerifyPeriod
+	out.SourceLoadTimeout = in.SourceLoadTimeout
 	if err := v1.Convert_Pointer_bool_To_bool(&in.TeardownOnExit, &out.TeardownOnExit, s); err != nil {
 		return err
 	}
+	out.TeardownOnExitTimeout = in.TeardownOnExitTimeout
 	return nil
 }
 
@@ -399,9 +402,12 @@ func autoConvert_config_VolumeManagerConfiguration_To_v1alpha1_VolumeManagerConf
 	out.OperationTimeout = in.OperationTimeout
 	out.HealthCheckPeriod = in.HealthCheckPeriod
 	out.SizeCheckPeriod = in.SizeCheckPeriod
+	out.VerifyPeriod = in.VerifyPeriod
+	out.SourceLoadTimeout = in.SourceLoadTimeout
 	if err := v1.Convert_bool_To_Pointer_bool(&in.TeardownOnExit, &out.TeardownOnExit, s); err != nil {
 		return err
 	}
+	out.TeardownOnExitTimeout = in.TeardownOnExitTimeout
 	return nil
 }
 

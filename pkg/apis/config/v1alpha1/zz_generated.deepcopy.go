@@ -202,11 +202,14 @@ func (in *VolumeManagerConfiguration) DeepCopyInto(out *VolumeManagerConfigurati
 	out.OperationTimeout = in.OperationTimeout
 	out.HealthCheckPeriod = in.HealthCheckPeriod
 	out.SizeCheckPeriod = in.SizeCheckPeriod
+	out.VerifyPeriod = in.VerifyPeriod
+	out.SourceLoadTimeout = in.SourceLoadTimeout
 	if in.TeardownOnExit != nil {
 		in, out := &in.TeardownOnExit, &out.TeardownOnExit
 		*out = new(bool)
 		**out = **in
 	}
+	out.TeardownOnExitTimeout = in.TeardownOnExitTimeout
 	return
 }
 

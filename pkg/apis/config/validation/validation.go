@@ -156,6 +156,9 @@ func validateVolumeManager(fldPath *field.Path, vm *config.VolumeManagerConfigur
 	allErrs = append(allErrs, validatePositiveDuration(fldPath.Child("operationTimeout"), vm.OperationTimeout)...)
 	allErrs = append(allErrs, validatePositiveDuration(fldPath.Child("healthCheckPeriod"), vm.HealthCheckPeriod)...)
 	allErrs = append(allErrs, validatePositiveDuration(fldPath.Child("sizeCheckPeriod"), vm.SizeCheckPeriod)...)
+	allErrs = append(allErrs, validatePositiveDuration(fldPath.Child("verifyPeriod"), vm.VerifyPeriod)...)
+	allErrs = append(allErrs, validatePositiveDuration(fldPath.Child("sourceLoadTimeout"), vm.SourceLoadTimeout)...)
+	allErrs = append(allErrs, validatePositiveDuration(fldPath.Child("teardownOnExitTimeout"), vm.TeardownOnExitTimeout)...)
 	return allErrs
 }
 

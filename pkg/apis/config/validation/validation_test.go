@@ -41,6 +41,10 @@ func successConfig() *config.AgentConfiguration {
 			OperationTimeout:  duration(2 * time.Minute),
 			HealthCheckPeriod: duration(30 * time.Second),
 			SizeCheckPeriod:   duration(10 * time.Second),
+			VerifyPeriod:      duration(10 * time.Second),
+			SourceLoadTimeout: duration(2 * time.Minute),
+
+			TeardownOnExitTimeout: duration(time.Minute),
 		},
 		Server: config.ServerConfiguration{SocketMode: "0600"},
 		Hooks:  config.HooksConfiguration{Directories: []string{"/usr/share/volume-agent/hooks.d", "/etc/volume-agent/hooks.d"}},
