@@ -165,6 +165,21 @@ type RunningPlugin interface {
 	Run(ctx context.Context)
 }
 
+// VerifyingPlugin is a VolumePlugin that can check, cheaply (a stat or a
+// statfs, no walk), that a volume it set up is still set up. The volume
+// manager calls it for every ready volume every verifyPeriod, never while an
+// operation on the volume runs.
+type VerifyingPlugin interface {
+	VolumePlugin
+	// VerifyVolume returns nil when the volume of pod podUID at path, set up
+	// from spec, is still as SetUp left it. Otherwise its error says what is
+	// missing, and its class what to do: Transient when setting the volume
+	// up again restores it (a tmpfs or bind mount that is gone), so the
+	// manager does; Final when it cannot (a checkout that was deleted), so
+	// the manager only reports it.
+	VerifyVolume(spec *Spec, podUID types.UID, path string) error
+}
+
 // VolumeHost is what a plugin may use of the node. Its paths follow the
 // kubelet's layout (see Layout).
 type VolumeHost interface {

@@ -25,6 +25,7 @@ const (
 	DefaultResyncPeriod      = 20 * time.Second
 	DefaultHealthCheckPeriod = 30 * time.Second
 	DefaultSizeCheckPeriod   = 30 * time.Second
+	DefaultVerifyPeriod      = 10 * time.Second
 	DefaultMaxEvents         = 1000
 	// PendingWorkPeriod is the longest the reconciler waits between passes
 	// while some volume is not yet where it should be.
@@ -79,6 +80,9 @@ type Config struct {
 	// SizeCheckPeriod is how often Run measures emptyDirs on disk that have
 	// a sizeLimit.
 	SizeCheckPeriod time.Duration
+	// VerifyPeriod is how often Run verifies the ready volumes of plugins
+	// that can (volume.VerifyingPlugin).
+	VerifyPeriod time.Duration
 	// MaxEvents bounds the event list; the oldest events are dropped.
 	MaxEvents int
 	// Hooks, when set, run before and after every set-up and tear-down.
@@ -111,6 +115,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.SizeCheckPeriod <= 0 {
 		c.SizeCheckPeriod = DefaultSizeCheckPeriod
+	}
+	if c.VerifyPeriod <= 0 {
+		c.VerifyPeriod = DefaultVerifyPeriod
 	}
 	if c.MaxEvents <= 0 {
 		c.MaxEvents = DefaultMaxEvents
@@ -220,6 +227,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	m.runPlugins(ctx, &wg)
 	wg.Go(func() { m.healthLoop(ctx) })
 	wg.Go(func() { m.sizeLoop(ctx) })
+	wg.Go(func() { m.verifyLoop(ctx) })
 	m.loop(ctx, nil)
 	wg.Wait()
 	// Operations were cancelled through their contexts; a plugin that

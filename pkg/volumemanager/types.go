@@ -162,6 +162,10 @@ const (
 	ReasonPodDirKept        = "PodDirKept"
 	ReasonSizeLimitExceeded = "SizeLimitExceeded"
 	ReasonPluginUnhealthy   = "PluginUnhealthy"
+	// ReasonVolumeLost: a ready volume is no longer set up (its tmpfs was
+	// unmounted, its dir deleted). It is set up again when its plugin can
+	// restore it, and shown failed otherwise.
+	ReasonVolumeLost = "VolumeLost"
 )
 
 // Event is one entry of the Manager's bounded event list.

@@ -121,6 +121,7 @@ func (a *App) newVolumeManager(ctx context.Context, scope func(types.UID) bool, 
 		ResyncPeriod:      vm.ResyncPeriod.Duration,
 		HealthCheckPeriod: vm.HealthCheckPeriod.Duration,
 		SizeCheckPeriod:   vm.SizeCheckPeriod.Duration,
+		VerifyPeriod:      vm.VerifyPeriod.Duration,
 		Hooks:             hookManager,
 		PodScope:          scope,
 	}

@@ -40,6 +40,7 @@ var (
 	_ volume.VolumePlugin         = &plugin{}
 	_ volume.SpecValidatingPlugin = &plugin{}
 	_ volume.HealthCheckingPlugin = &plugin{}
+	_ volume.VerifyingPlugin      = &plugin{}
 	_ volume.Builder              = &builder{}
 	_ volume.Cleaner              = &cleaner{}
 )
@@ -84,6 +85,23 @@ func (p *plugin) CheckHealth(_ context.Context) volume.Health {
 		return volume.Health{Usable: true, Message: fmt.Sprintf("disk and Memory media available; HugePages unavailable: no huge pages reserved (%s)", hugePagesDir)}
 	}
 	return volume.Health{Usable: true, Message: fmt.Sprintf("disk, Memory and HugePages media available (%s)", strings.Join(reserved, ", "))}
+}
+
+// VerifyVolume checks that the volume's dir is still there and, on the Memory
+// and HugePages media, still a mount of that medium: one statfs and a mount
+// point check. A volume that is not is a Transient error, so the manager sets
+// it up again (a tmpfs unmounted behind the agent's back is mounted again,
+// empty, rather than the pod writing to the root disk).
+func (p *plugin) VerifyVolume(spec *volume.Spec, podUID types.UID, path string) error {
+	medium, _, err := parseMedium(spec.Volume.EmptyDir.Medium)
+	if err != nil {
+		return volume.NewFinalError(err)
+	}
+	b := &builder{volumeRef: p.volumeRef(podUID, spec.Name()), medium: medium}
+	if !b.stillSetUp(path) {
+		return volume.NewTransientError(fmt.Errorf("emptyDir volume %q is no longer set up at %s on the %s medium", spec.Name(), path, medium))
+	}
+	return nil
 }
 
 func (p *plugin) NewBuilder(spec *volume.Spec, pod *v1.Pod, _ volume.VolumeOptions) (volume.Builder, error) {

@@ -284,3 +284,42 @@ func TestCheckHealthNamesReservedHugePages(t *testing.T) {
 		})
 	}
 }
+
+// TestVerifyVolumeFindsALostTmpfs pins down that a Memory volume whose tmpfs
+// was unmounted behind the agent's back fails verification with a Transient
+// error, and that setting it up again mounts a tmpfs there again.
+func TestVerifyVolumeFindsALostTmpfs(t *testing.T) {
+	p := realPlugin(t)
+	verifier := p.(volume.VerifyingPlugin)
+	for _, medium := range []v1.StorageMedium{"", v1.StorageMediumMemory} {
+		t.Run("medium="+string(medium), func(t *testing.T) {
+			spec := emptyDirSpec("v-"+strings.ToLower(string(medium)), medium, "")
+			b := setUpReal(t, p, spec, nil)
+			path := b.GetPath()
+			mustNoErr(t, verifier.VerifyVolume(spec, "pod-uid", path))
+
+			if medium == v1.StorageMediumMemory {
+				mustNoErr(t, unix.Unmount(path, 0))
+			} else {
+				mustNoErr(t, os.Remove(path))
+			}
+			err := verifier.VerifyVolume(spec, "pod-uid", path)
+			if err == nil || volume.ClassOf(err) != volume.Transient || !strings.Contains(err.Error(), path) {
+				t.Fatalf("VerifyVolume() of a lost volume = %v, want a transient error naming %s", err, path)
+			}
+
+			mustNoErr(t, b.SetUp(nil))
+			mustNoErr(t, verifier.VerifyVolume(spec, "pod-uid", path))
+			if medium == v1.StorageMediumMemory {
+				var st unix.Statfs_t
+				mustNoErr(t, unix.Statfs(path, &st))
+				if uint32(st.Type) != tmpfsMagic {
+					t.Errorf("after set-up again, %s is on fs %#x, want tmpfs", path, st.Type)
+				}
+			}
+			cleaner, err := p.NewCleaner(spec.Name(), "pod-uid")
+			mustNoErr(t, err)
+			mustNoErr(t, cleaner.TearDown())
+		})
+	}
+}

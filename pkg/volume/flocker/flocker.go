@@ -121,6 +121,7 @@ var (
 	_ volume.PersistentVolumePlugin = &plugin{}
 	_ volume.SpecValidatingPlugin   = &plugin{}
 	_ volume.HealthCheckingPlugin   = &plugin{}
+	_ volume.VerifyingPlugin        = &plugin{}
 	_ volume.Builder                = &builder{}
 	_ volume.Cleaner                = &cleaner{}
 )
@@ -206,6 +207,21 @@ func (p *plugin) NewBuilder(spec *volume.Spec, pod *v1.Pod, opts volume.VolumeOp
 }
 
 // NewCleaner returns a Cleaner for the volume, built from its path alone.
+// VerifyVolume checks that path is still a mount point: the bind mount of
+// the dataset. One that is gone is a Transient error, so the manager sets the
+// volume up again, which bind-mounts the dataset anew (see SetUpAt). It makes
+// no API call.
+func (p *plugin) VerifyVolume(_ *volume.Spec, _ types.UID, path string) error {
+	mounted, err := p.host.GetMounter().IsMountPoint(path)
+	switch {
+	case err != nil:
+		return volume.NewTransientError(fmt.Errorf("failed to check the Flocker volume's bind mount at %s: %w", path, err))
+	case !mounted:
+		return volume.NewTransientError(fmt.Errorf("the Flocker dataset is no longer bind-mounted at %s", path))
+	}
+	return nil
+}
+
 func (p *plugin) NewCleaner(volName string, podUID types.UID) (volume.Cleaner, error) {
 	return &cleaner{volumeRef: p.volumeRef(podUID, volName)}, nil
 }

@@ -410,6 +410,39 @@ func TestReadyButUnmountedIsSetUpAgain(t *testing.T) {
 	}
 }
 
+// TestVerifyVolumeFindsALostBindMount: a volume whose bind mount is gone
+// fails verification with a Transient error, without an API call, and is
+// whole again once set up again.
+func TestVerifyVolumeFindsALostBindMount(t *testing.T) {
+	env := newUnitEnv(t, unitOptions{})
+	env.dataset(t, fakeDataset{id: datasetID, name: "db", stateNode: localNode})
+	spec := flockerVolume("db", "")
+	b := env.builder(t, spec, volume.VolumeOptions{})
+	if err := b.SetUp(nil); err != nil {
+		t.Fatal(err)
+	}
+	calls := len(env.client.callLog())
+	if err := env.plugin.VerifyVolume(spec, env.pod.UID, b.GetPath()); err != nil {
+		t.Fatalf("VerifyVolume() of a mounted volume = %v", err)
+	}
+	if err := env.mounter.Unmount(b.GetPath()); err != nil {
+		t.Fatal(err)
+	}
+	err := env.plugin.VerifyVolume(spec, env.pod.UID, b.GetPath())
+	if err == nil || volume.ClassOf(err) != volume.Transient || !strings.Contains(err.Error(), "no longer bind-mounted") {
+		t.Fatalf("VerifyVolume() of an unmounted volume = %v, want a transient error", err)
+	}
+	if n := len(env.client.callLog()); n != calls {
+		t.Errorf("VerifyVolume made %d API calls", n-calls)
+	}
+	if err := env.builder(t, spec, volume.VolumeOptions{}).SetUp(nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.plugin.VerifyVolume(spec, env.pod.UID, b.GetPath()); err != nil {
+		t.Errorf("VerifyVolume() after set-up again = %v", err)
+	}
+}
+
 func TestTearDown(t *testing.T) {
 	env := newUnitEnv(t, unitOptions{})
 	d := env.dataset(t, fakeDataset{id: datasetID, name: "db", stateNode: localNode})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -76,6 +77,7 @@ var (
 	_ volume.VolumePlugin         = &plugin{}
 	_ volume.SpecValidatingPlugin = &plugin{}
 	_ volume.HealthCheckingPlugin = &plugin{}
+	_ volume.VerifyingPlugin      = &plugin{}
 	_ volume.Builder              = &builder{}
 	_ volume.Cleaner              = &cleaner{}
 )
@@ -224,6 +226,24 @@ func (p *plugin) CheckHealth(ctx context.Context) volume.Health {
 		return volume.Health{Usable: false, Message: err.Error(), Details: details}
 	}
 	return volume.Health{Usable: true, Message: "git " + v.String(), Details: details}
+}
+
+// VerifyVolume checks that the volume's dir is still there and not empty (a
+// checkout holds the repository's dir, or .git). A checkout that is gone is a
+// Final error: the manager reports it and does not clone again behind the
+// pod's back.
+func (p *plugin) VerifyVolume(spec *volume.Spec, _ types.UID, path string) error {
+	dir, err := os.Open(path)
+	if err != nil {
+		return volume.Finalf("the checkout of gitRepo volume %q is gone: %w", spec.Name(), err)
+	}
+	defer dir.Close()
+	if _, err := dir.Readdirnames(1); errors.Is(err, io.EOF) {
+		return volume.Finalf("the checkout of gitRepo volume %q at %s is gone: the dir is empty", spec.Name(), path)
+	} else if err != nil {
+		return volume.Finalf("failed to read the checkout of gitRepo volume %q: %w", spec.Name(), err)
+	}
+	return nil
 }
 
 // checkGit returns git's version and an error when git cannot be run or is

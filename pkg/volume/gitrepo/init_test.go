@@ -5,10 +5,13 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	v1 "k8s.io/api/core/v1"
 	utilexec "k8s.io/utils/exec"
 
+	"github.com/volume-agent/volume-agent/pkg/volume"
 	volumetesting "github.com/volume-agent/volume-agent/pkg/volume/testing"
 )
 
@@ -61,5 +64,37 @@ func TestCheckHealthTouchesNothing(t *testing.T) {
 	}
 	if health := checker.CheckHealth(t.Context()); !health.Usable {
 		t.Errorf("CheckHealth() after prepare = %+v, want usable", health)
+	}
+}
+
+// TestVerifyVolumeReportsAGoneCheckout: a checkout deleted or emptied is a
+// Final error (reported, not cloned again); one still there is whole.
+func TestVerifyVolumeReportsAGoneCheckout(t *testing.T) {
+	root := t.TempDir()
+	_, mgr := volumetesting.NewFakeVolumeHost(t, root, ProbeVolumePlugins(DefaultConfig()), volumetesting.FakeHostOptions{})
+	p, err := mgr.FindPluginByName(PluginName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifier := p.(volume.VerifyingPlugin)
+	spec := volume.NewSpecFromVolume(&v1.Volume{Name: "src", VolumeSource: v1.VolumeSource{GitRepo: &v1.GitRepoVolumeSource{Repository: "https://example.com/r.git"}}})
+	path := filepath.Join(root, "src")
+	if err := os.MkdirAll(filepath.Join(path, "r", ".git"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := verifier.VerifyVolume(spec, "pod", path); err != nil {
+		t.Errorf("VerifyVolume() of a checkout = %v", err)
+	}
+	if err := os.RemoveAll(filepath.Join(path, "r")); err != nil {
+		t.Fatal(err)
+	}
+	if err := verifier.VerifyVolume(spec, "pod", path); !volume.IsFinal(err) || !strings.Contains(err.Error(), "the dir is empty") {
+		t.Errorf("VerifyVolume() of an emptied checkout = %v, want a final error", err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := verifier.VerifyVolume(spec, "pod", path); !volume.IsFinal(err) || !strings.Contains(err.Error(), "is gone") {
+		t.Errorf("VerifyVolume() of a deleted checkout = %v, want a final error", err)
 	}
 }
