@@ -177,6 +177,11 @@ func (m *Manager) UpdateSources(updates ...SourceUpdate) {
 			bundle = &manifest.Bundle{}
 		}
 		s.bundle, s.targets, s.err, s.errTime, s.updated = bundle, u.Targets, nil, time.Time{}, now
+		if !m.sourcesSynced {
+			for _, pod := range bundle.Pods {
+				m.loadedPods.Insert(pod.UID)
+			}
+		}
 	}
 	m.recomputeDesiredLocked()
 	m.updateSourcesSyncedLocked()
@@ -184,15 +189,22 @@ func (m *Manager) UpdateSources(updates ...SourceUpdate) {
 }
 
 // MarkSourcesSynced tells the Manager that every source has been read once
-// (whether or not each loaded). The sources count as synced, and volumes
-// that no source wants (those found on disk included) may be torn down and
-// the Manager become ready, only once, in addition, every source known has
-// loaded without error at least once: a manifest that failed to load since
-// the start may declare pods whose volumes are on disk, so nothing
-// undesired is torn down until it loads or is removed. Set-ups of desired
+// (whether or not each loaded). Before, no undesired volume is torn down.
+// After, the sources count as synced, and the Manager may become ready, once,
+// in addition, every source known has loaded without error at least once, or
+// Config.SourceLoadTimeout has passed: a manifest that failed to load since
+// the start (a typo, a Deployment) may declare pods whose volumes are on
+// disk, so the volumes of pods that no loaded source declared since the
+// start are not torn down until it loads, is removed, or the timeout passes;
+// then it is taken as declaring nothing, as the kubelet skips a file it
+// cannot read, with a SourceSkipped event. A pod that a loaded source
+// declared and no longer does is torn down at once. Set-ups of desired
 // volumes proceed meanwhile. Calling it again is a no-op.
 func (m *Manager) MarkSourcesSynced() {
 	m.mu.Lock()
+	if !m.sourcesRead {
+		m.sourcesReadAt = m.cfg.Clock.Now()
+	}
 	m.sourcesRead = true
 	m.updateSourcesSyncedLocked()
 	m.mu.Unlock()
@@ -200,18 +212,42 @@ func (m *Manager) MarkSourcesSynced() {
 }
 
 // updateSourcesSyncedLocked sets sourcesSynced once every source has been
-// read and none is still waiting for its first successful load. Once set,
-// it stays set: a source that fails later keeps its previous content.
+// read and none is still waiting for its first successful load, or
+// SourceLoadTimeout after they were read. Once set, it stays set: a source
+// that fails later keeps its previous content.
 func (m *Manager) updateSourcesSyncedLocked() {
 	if m.sourcesSynced || !m.sourcesRead {
 		return
 	}
-	for _, s := range m.sources {
+	var unloaded []string
+	for name, s := range m.sources {
 		if s.bundle == nil {
+			unloaded = append(unloaded, name)
+		}
+	}
+	if len(unloaded) > 0 {
+		if m.cfg.Clock.Since(m.sourcesReadAt) < m.cfg.SourceLoadTimeout {
 			return
+		}
+		sort.Strings(unloaded)
+		for _, name := range unloaded {
+			m.recordEventLocked(Event{Type: EventWarning, Reason: ReasonSourceSkipped, Source: name,
+				Message: fmt.Sprintf("source has not loaded in the %s since the start; taken as declaring no pod, so the volumes no other source declares are torn down", m.cfg.SourceLoadTimeout)})
 		}
 	}
 	m.sourcesSynced = true
+	m.loadedPods = nil
+}
+
+// holdTearDownLocked reports whether the undesired volumes of pod uid must
+// wait for the sources (see MarkSourcesSynced): all of them until the sources
+// are read, then those of pods that no loaded source declared, while some
+// source has not loaded yet.
+func (m *Manager) holdTearDownLocked(uid types.UID) bool {
+	if m.sourcesSynced || m.tearDownAll {
+		return false
+	}
+	return !m.sourcesRead || !m.loadedPods.Has(uid)
 }
 
 // recomputeDesiredLocked rebuilds the desired pods from the sources and

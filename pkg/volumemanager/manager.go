@@ -26,6 +26,7 @@ const (
 	DefaultHealthCheckPeriod = 30 * time.Second
 	DefaultSizeCheckPeriod   = 30 * time.Second
 	DefaultVerifyPeriod      = 10 * time.Second
+	DefaultSourceLoadTimeout = 2 * time.Minute
 	DefaultMaxEvents         = 1000
 	// PendingWorkPeriod is the longest the reconciler waits between passes
 	// while some volume is not yet where it should be.
@@ -83,6 +84,10 @@ type Config struct {
 	// VerifyPeriod is how often Run verifies the ready volumes of plugins
 	// that can (volume.VerifyingPlugin).
 	VerifyPeriod time.Duration
+	// SourceLoadTimeout bounds how long, after MarkSourcesSynced, the
+	// volumes that a source which has not loaded since the start may
+	// declare are kept from being torn down; see MarkSourcesSynced.
+	SourceLoadTimeout time.Duration
 	// MaxEvents bounds the event list; the oldest events are dropped.
 	MaxEvents int
 	// Hooks, when set, run before and after every set-up and tear-down.
@@ -119,6 +124,9 @@ func (c *Config) setDefaults() error {
 	if c.VerifyPeriod <= 0 {
 		c.VerifyPeriod = DefaultVerifyPeriod
 	}
+	if c.SourceLoadTimeout <= 0 {
+		c.SourceLoadTimeout = DefaultSourceLoadTimeout
+	}
 	if c.MaxEvents <= 0 {
 		c.MaxEvents = DefaultMaxEvents
 	}
@@ -141,6 +149,12 @@ type Manager struct {
 	sources       map[string]*sourceState
 	sourcesRead   bool
 	sourcesSynced bool
+	// sourcesReadAt is when MarkSourcesSynced was called.
+	sourcesReadAt time.Time
+	// loadedPods are the pods a source that loaded declared, while
+	// sourcesSynced is false: a source that never loaded does not hold back
+	// their tear-down (see holdTearDownLocked).
+	loadedPods sets.Set[types.UID]
 	// pods are the desired pods, from the sources.
 	pods map[types.UID]*desiredPod
 	// volumes are the volumes that are desired, set up, or may be.
@@ -198,6 +212,7 @@ func New(cfg Config) (*Manager, error) {
 		byPod:        map[types.UID]map[VolumeKey]*volumeRecord{},
 		podNames:     map[types.UID]types.NamespacedName{},
 		orphans:      sets.New[types.UID](),
+		loadedPods:   sets.New[types.UID](),
 		removing:     sets.New[types.UID](),
 		passDone:     make(chan struct{}),
 		health:       map[string]PluginStatus{},

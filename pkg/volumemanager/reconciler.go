@@ -119,6 +119,7 @@ func (m *Manager) setStateLocked(rec *volumeRecord, state VolumeState, reason, m
 func (m *Manager) reconcileLocked(ctx context.Context) bool {
 	m.lastPass = m.cfg.Clock.Now().UTC()
 	m.nextWake = time.Time{}
+	m.updateSourcesSyncedLocked()
 	pending := false
 	for _, rec := range m.volumes {
 		if rec.want != nil && !m.tearDownAll {
@@ -134,8 +135,9 @@ func (m *Manager) reconcileLocked(ctx context.Context) bool {
 			}
 		case rec.actual == actualNone:
 			m.deleteRecordLocked(rec)
-		case !m.sourcesSynced && !m.tearDownAll:
-			m.setStateLocked(rec, StatePending, ReasonWaitingForSources, "found on disk; waiting for every source to be read before tearing it down")
+		case m.holdTearDownLocked(rec.key.PodUID):
+			m.setStateLocked(rec, StatePending, ReasonWaitingForSources,
+				fmt.Sprintf("no source declares it; waiting for every source to load, at most %s, before tearing it down", m.cfg.SourceLoadTimeout))
 			pending = true
 		case m.exhaustedLocked(rec):
 		default:
@@ -469,17 +471,17 @@ func (m *Manager) leftOnDisk(rec *volumeRecord) bool {
 // takeOrphansLocked returns the pods whose directories may now be removed,
 // and marks them as being removed.
 func (m *Manager) takeOrphansLocked() []types.UID {
-	if m.orphans.Len() == 0 || (!m.sourcesSynced && !m.tearDownAll) {
-		return nil
-	}
 	var out []types.UID
 	for uid := range m.orphans {
+		if m.holdTearDownLocked(uid) {
+			continue
+		}
+		m.orphans.Delete(uid)
 		if _, desired := m.pods[uid]; (desired && !m.tearDownAll) || len(m.byPod[uid]) > 0 {
 			continue
 		}
 		out = append(out, uid)
 		m.removing.Insert(uid)
 	}
-	m.orphans.Clear()
 	return out
 }

@@ -166,6 +166,9 @@ const (
 	// unmounted, its dir deleted). It is set up again when its plugin can
 	// restore it, and shown failed otherwise.
 	ReasonVolumeLost = "VolumeLost"
+	// ReasonSourceSkipped: a source that has not loaded since the start is
+	// taken, after SourceLoadTimeout, as declaring nothing.
+	ReasonSourceSkipped = "SourceSkipped"
 )
 
 // Event is one entry of the Manager's bounded event list.

@@ -42,6 +42,13 @@ changes and read again every --resync-period) and from its local API (on
 --socket; see apply and delete), keeps every volume of those pods set up, and
 tears down every other volume under the root dir once the sources are read.
 
+A manifest that does not load (a typo, a Deployment) is reported and holds back
+only what it could declare: the volumes found on disk whose pod no loaded
+manifest declares wait for it, at most volumeManager.sourceLoadTimeout (2m);
+then it is taken as declaring nothing, as the kubelet skips a file it cannot
+read. A pod removed from a manifest that loaded is torn down at once. A
+manifest that loaded once and then fails keeps its pods.
+
 With --csi-endpoint the agent is also a CSI driver: NodePublishVolume calls
 for ephemeral inline volumes are one more source of volumes (see docs/csi.md);
 with --kubelet-registration-dir it registers itself with the kubelet. The pod

@@ -122,6 +122,7 @@ func (a *App) newVolumeManager(ctx context.Context, scope func(types.UID) bool, 
 		HealthCheckPeriod: vm.HealthCheckPeriod.Duration,
 		SizeCheckPeriod:   vm.SizeCheckPeriod.Duration,
 		VerifyPeriod:      vm.VerifyPeriod.Duration,
+		SourceLoadTimeout: vm.SourceLoadTimeout.Duration,
 		Hooks:             hookManager,
 		PodScope:          scope,
 	}
