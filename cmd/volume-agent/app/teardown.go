@@ -3,6 +3,7 @@ package app
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/types"
@@ -105,12 +106,12 @@ func (a *App) loadPodsToTearDown(files []string) (*manifest.Bundle, error) {
 	return bundle, nil
 }
 
-// validatePodUID checks uid, given at fldPath, as the manifests' validator
-// checks a pod's UID, so that it can name a pod directory.
+// validatePodUID checks that uid, given at fldPath, can name a pod directory.
+// It is looser than the manifests' rule (manifest.IsValidPodUID) on purpose:
+// a pod set up before that rule was tightened can still be torn down.
 func validatePodUID(uid string, fldPath *field.Path) error {
-	var errs field.ErrorList
-	for _, msg := range manifest.IsValidPodUID(uid) {
-		errs = append(errs, field.Invalid(fldPath, uid, msg))
+	if uid == "" || uid == "." || uid == ".." || len(uid) > 255 || strings.ContainsAny(uid, "/\x00") {
+		return field.Invalid(fldPath, uid, "must name a pod directory, as the UIDs setup prints do")
 	}
-	return errs.ToAggregate()
+	return nil
 }
