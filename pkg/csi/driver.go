@@ -155,8 +155,9 @@ func (d *Driver) sourceUpdate(r *publishRecord) volumemanager.SourceUpdate {
 }
 
 // Serve serves the CSI services on listener until ctx is cancelled, then
-// stops, letting calls in flight end, and closes the listener (which
-// removes a unix socket).
+// stops, cancelling the calls in flight (a publish may wait minutes for its
+// volume; the kubelet retries it), and closes the listener (which removes a
+// unix socket).
 func (d *Driver) Serve(ctx context.Context, listener net.Listener) error {
 	logger := klog.FromContext(ctx)
 	srv := grpc.NewServer(grpc.UnaryInterceptor(logCalls(logger)))
@@ -168,13 +169,14 @@ func (d *Driver) Serve(ctx context.Context, listener net.Listener) error {
 	return serveGRPC(ctx, srv, listener)
 }
 
-// serveGRPC serves srv on listener until ctx is cancelled.
+// serveGRPC serves srv on listener until ctx is cancelled, then stops it
+// and the calls in flight.
 func serveGRPC(ctx context.Context, srv *grpc.Server, listener net.Listener) error {
 	stopped := make(chan struct{})
 	go func() {
 		select {
 		case <-ctx.Done():
-			srv.GracefulStop()
+			srv.Stop()
 		case <-stopped:
 		}
 	}()

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -40,6 +41,9 @@ type env struct {
 	m       *volumemanager.Manager
 	node    csipb.NodeClient
 	ident   csipb.IdentityClient
+	// stop stops the driver and the manager, once; the test's cleanup
+	// calls it too.
+	stop func()
 }
 
 func gitConfig() gitrepo.Config {
@@ -101,14 +105,17 @@ func newEnv(t *testing.T, gitCfg gitrepo.Config, extraPlugins ...volume.VolumePl
 		t.Fatal(err)
 	}
 	e.node, e.ident = csipb.NewNodeClient(conn), csipb.NewIdentityClient(conn)
-	// Cleanups run last first: this one before the unmounts above.
-	t.Cleanup(func() {
-		conn.Close()
+	e.stop = sync.OnceFunc(func() {
 		cancel()
 		if err := <-serveDone; err != nil {
 			t.Errorf("Serve() = %v", err)
 		}
 		<-managerDone
+	})
+	// Cleanups run last first: this one before the unmounts above.
+	t.Cleanup(func() {
+		conn.Close()
+		e.stop()
 	})
 	return e
 }

@@ -237,3 +237,28 @@ func TestHostileGitRepoContext(t *testing.T) {
 		e.mustUnpublish(t, "csi-dotgit", target)
 	})
 }
+
+// Stopping the driver cancels a publish that waits for its volume, rather
+// than waiting for the call's deadline.
+func TestStopCancelsACallInFlight(t *testing.T) {
+	e := newEnv(t, gitConfig())
+	srv := startGitServer(t)
+	repo, err := srv.NewRepo("slow.git")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Commit(gitserver.DefaultBranch, "v1", gitserver.File("f", "x\n")); err != nil {
+		t.Fatal(err)
+	}
+	release := srv.Hold()
+	defer release()
+	errs := make(chan error, 1)
+	go func() {
+		errs <- e.publish(e.request("csi-slow", e.target("pod-s", "src"), "web", map[string]string{"type": "gitRepo", "repository": srv.HTTPURL("slow.git")}))
+	}()
+	waitUntil(t, "the clone to reach the server", func() bool { return srv.Waiting() > 0 })
+	e.stop()
+	if err := <-errs; status.Code(err) != codes.Unavailable && status.Code(err) != codes.Canceled {
+		t.Errorf("a publish in flight when the driver stopped = %v; want Unavailable or Canceled", err)
+	}
+}
