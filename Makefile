@@ -31,6 +31,14 @@ test-outoftree: ## Vet and test the out-of-tree plugin module (test/outoftree)
 test-csimock: ## Test the csi plugin against Kubernetes' CSI mock driver (test/csimock, a module of its own)
 	cd test/csimock && $(GO) vet ./... && $(GO) test -race ./...
 
+.PHONY: test-kube
+test-kube: ## Run the scenarios on a real single-node Kubernetes (root; builds kube once into ~/.cache/volume-agent)
+	./test/kube/run.sh $(KUBE_ARGS)
+
+.PHONY: image
+image: ## Build volume-agent's OCI image tarball _output/volume-agent-image.tar (debootstrap rootfs cached in ~/.cache/volume-agent)
+	VERSION=$(VERSION) ./test/kube/make-image.sh
+
 .PHONY: new-plugin
 new-plugin: ## Generate pkg/volume/$(NAME), a plugin skeleton: make new-plugin NAME=foo
 	@test -n "$(NAME)" || { echo "usage: make new-plugin NAME=foo" >&2; exit 2; }
