@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# build-kube.sh VERSION OUTDIR: builds kube-apiserver, kubelet and kubectl
+# build-kube.sh VERSION OUTDIR: builds kube-apiserver, kube-controller-manager,
+# kube-scheduler, kubelet and kubectl
 # VERSION (e.g. v1.37.2) from the Go module proxy into OUTDIR, unless OUTDIR
-# already holds all three. OUTDIR lives outside the repository (a cache named
+# already holds them all. OUTDIR lives outside the repository (a cache named
 # by version), so a second run skips the build.
 #
 # `go install k8s.io/kubernetes/cmd/kubelet@VERSION` does not work because
@@ -12,7 +13,7 @@ set -euo pipefail
 
 version=${1:?usage: build-kube.sh VERSION OUTDIR}
 out=${2:?usage: build-kube.sh VERSION OUTDIR}
-bins=(kube-apiserver kubelet kubectl)
+bins=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
 
 have=1
 for b in "${bins[@]}"; do [ -x "$out/$b" ] || have=0; done
@@ -57,6 +58,8 @@ package kubebuild
 
 import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
 	_ "k8s.io/kubernetes/cmd/kubelet"
 )
@@ -65,8 +68,9 @@ GO
 go mod tidy
 mkdir -p "$out.tmp"
 ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
-CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$out.tmp/" \
-	k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kubectl
+pkgs=()
+for b in "${bins[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
+CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$out.tmp/" "${pkgs[@]}"
 rm -rf "$out"
 mv "$out.tmp" "$out"
 echo "kube binaries $version: built in $(( $(date +%s) - start ))s"

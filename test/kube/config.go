@@ -13,7 +13,7 @@ import (
 
 // writeConfig writes the certificates, kubeconfigs, and the containerd, CNI
 // and kubelet configuration, with the settings this machine needs (see
-// docs/kube-harness.md): cgroup v1 with cgroupfs, no negative oom_score_adj,
+// ../shared/reference/real-kubernetes-node.md): cgroup v1 with cgroupfs, no negative oom_score_adj,
 // low eviction thresholds so the imported images are never collected.
 func (n *node) writeConfig() error {
 	var err error

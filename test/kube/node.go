@@ -34,6 +34,7 @@ type node struct {
 	kubeBin  string // kube-apiserver, kubelet, kubectl
 	binDir   string // the harness's own binaries: pause, volume-agent, gitserver, flocker-emulator
 	name     string // node name, resolving to 127.x
+	ip       string // the node's InternalIP
 	procs    map[string]*proc
 	pki      *pki
 	timings  []timing
@@ -91,10 +92,19 @@ func (n *node) up(ctx context.Context) error {
 	if err := checkPortsFree(); err != nil {
 		return err
 	}
-	for _, d := range []string{"etcd", "containerd", "cni/net.d", "kubelet", "images", "pod-logs"} {
+	for _, d := range []string{"etcd", "containerd", "cni/net.d", "kubelet", "images", "pod-logs", "volume-plugins"} {
 		if err := os.MkdirAll(n.path(d), 0o755); err != nil {
 			return err
 		}
+	}
+	// The state dir (the kubelet's dir and the agent's root in it) is a
+	// shared mount, so that a pod's Bidirectional mounts reach the host:
+	// "/" is private here.
+	if err := syscall.Mount(n.state, n.state, "", syscall.MS_BIND, ""); err != nil {
+		return fmt.Errorf("failed to bind-mount %s onto itself: %w", n.state, err)
+	}
+	if err := syscall.Mount("", n.state, "", syscall.MS_SHARED|syscall.MS_REC, ""); err != nil {
+		return fmt.Errorf("failed to make %s a shared mount: %w", n.state, err)
 	}
 	if err := n.writeConfig(); err != nil {
 		return fmt.Errorf("failed to write the node's configuration: %w", err)
@@ -105,14 +115,14 @@ func (n *node) up(ctx context.Context) error {
 	if err := n.startContainerd(ctx); err != nil {
 		return err
 	}
-	if err := n.startAPIServer(ctx); err != nil {
-		return err
-	}
 	imgStart := time.Now()
 	if err := n.importImages(ctx); err != nil {
 		return err
 	}
 	n.record("images built and imported", time.Since(imgStart))
+	if err := n.startAPIServer(ctx); err != nil {
+		return err
+	}
 	if err := n.startKubelet(ctx); err != nil {
 		return err
 	}
@@ -121,6 +131,13 @@ func (n *node) up(ctx context.Context) error {
 	}
 	n.readyAt = time.Now()
 	n.record("node Ready (from etcd start)", time.Since(start))
+	// The kubelet refuses a loopback node IP, so the node's InternalIP is the
+	// host's address (the apiserver reaches the kubelet by host name).
+	ip, err := n.kubectl(ctx, "get", "node", n.name, "-o", `jsonpath={.status.addresses[?(@.type=="InternalIP")].address}`)
+	if err != nil || ip == "" {
+		return fmt.Errorf("node %s has no InternalIP %q: %v", n.name, ip, err)
+	}
+	n.ip = ip
 	return nil
 }
 
@@ -222,7 +239,6 @@ func (n *node) startKubelet(ctx context.Context) error {
 		"--root-dir="+n.kubeletDir(),
 		"--cert-dir="+n.path("kubelet-pki"),
 		"--hostname-override="+n.name,
-		"--node-ip=127.0.0.1",
 		"--v=2",
 	)
 }

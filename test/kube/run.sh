@@ -34,6 +34,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 ./test/kube/build-kube.sh "$KUBE_VERSION" "$CACHE/kube/$KUBE_VERSION"
+# The DaemonSet scenario runs volume-agent's own image.
+./test/kube/make-image.sh
 
 mkdir -p "$OUT/bin"
 CGO_ENABLED=0 go build -o "$OUT/bin/" ./cmd/volume-agent ./test/gitserver/cmd/gitserver \

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,50 +13,76 @@ import (
 // harness is the node plus the servers the scenarios use.
 type harness struct {
 	*node
-	repo   string
-	gitURL string // git://127.0.0.1:PORT/example.git, from test/gitserver
+	repo string
+
+	agentRegistered bool   // scenario 1 registered the host agent
+	gitURL          string // git://127.0.0.1:PORT/example.git, from test/gitserver
+
+	flockerEnv  []string // FLOCKER_CONTROL_SERVICE_* for the agent
+	datasetUUID string   // the Flocker dataset "uploads", first on a remote node
 }
 
 type scenario struct {
 	name string
 	run  func(ctx context.Context, h *harness) error
+	// keepPods leaves the scenario's pods to the next scenario when it
+	// passes; otherwise they are deleted after it.
+	keepPods bool
+	// needsAgent: not run unless volume-agent is registered.
+	needsAgent bool
 }
 
-// scenarios run in this order; each cleans up its pods.
+// scenarios run in this order.
 var scenarios = []scenario{
-	{"pod without volumes: Running, prints from a real container", scenarioPlainPod},
-	{"5 migration: an in-tree gitRepo volume is refused by this kubelet", scenarioInTreeGitRepo},
+	{name: "0 pod without volumes: Running, prints from a real container", run: scenarioPlainPod},
+	{name: "5 migration: an in-tree gitRepo volume is refused by this kubelet (FailedMount, plugin disabled)", run: scenarioInTreeGitRepo},
+	{name: "1 host process: the kubelet registers volume-agent (CSINode lists it); CSIDriver from deploy/kubernetes", run: scenarioHostAgentRegistered},
+	{name: "1 host process: inline CSI gitRepo from a loopback git server shows revision v1.0.0", run: scenarioHostGitRepo, keepPods: true, needsAgent: true},
+	{name: "1 host process: inline CSI Memory emptyDir (64Mi, fsGroup, non-root) is a writable tmpfs of that size", run: scenarioHostEmptyDir, keepPods: true, needsAgent: true},
+	{name: "1 host process: a Flocker static PV (dataset first on another node) through a PVC shows the dataset's files", run: scenarioHostFlocker, keepPods: true, needsAgent: true},
+	{name: "2 deletion: deleting the pods leaves no mount under the kubelet's dir or the agent's root", run: scenarioDeletion, needsAgent: true},
+	{name: "5 migration: the same pod rewritten as in docs/csi.md runs and shows the files", run: scenarioMigratedGitRepo, needsAgent: true},
+	{name: "4 faults: volume-agent SIGKILLed during a publish: the kubelet retries, the pod runs, nothing leaks", run: scenarioAgentKilledDuringPublish, needsAgent: true},
+	{name: "4 faults: kubelet restarted: pods keep running, volumes intact and mounted once", run: scenarioKubeletRestart, keepPods: true, needsAgent: true},
+	{name: "4 faults: volume-agent restarted: pods keep running, volumes intact and mounted once; then no mount left", run: scenarioAgentRestart, needsAgent: true},
 }
 
 func (h *harness) runScenario(ctx context.Context, s scenario) error {
+	if s.needsAgent && !h.agentRegistered {
+		return errors.New("not run: volume-agent is not registered with the kubelet")
+	}
 	err := s.run(ctx, h)
 	if err != nil {
 		// Keep what the node says about the pods for the log.
 		if out, derr := h.kubectl(context.Background(), "describe", "pods", "--all-namespaces"); derr == nil {
-			_ = os.WriteFile(filepath.Join(h.logDir, "describe-"+strings.Fields(s.name)[0]+"-"+fmt.Sprint(time.Now().Unix())+".txt"), []byte(out), 0o644)
+			_ = os.WriteFile(filepath.Join(h.logDir, fmt.Sprintf("describe-pods-%d.txt", time.Now().Unix())), []byte(out), 0o644)
 		}
 	}
-	// Every scenario leaves no pod behind, pass or fail.
-	if _, derr := h.kubectl(context.Background(), "delete", "pods", "--all", "--grace-period=1", "--wait=true", "--timeout=60s"); derr != nil && err == nil {
-		err = fmt.Errorf("failed to delete the scenario's pods: %w", derr)
+	if err != nil || !s.keepPods {
+		if _, derr := h.kubectl(context.Background(), "delete", "pods", "--all", "--grace-period=1", "--wait=true", "--timeout=90s"); derr != nil && err == nil {
+			err = fmt.Errorf("failed to delete the scenario's pods: %w", derr)
+		}
 	}
 	return err
 }
 
-// startServers starts the git server on loopback.
+// startServers starts the git server and the Flocker emulator on loopback.
 func (h *harness) startServers(ctx context.Context) error {
 	ready := h.path("gitserver.ready")
 	if err := h.start("gitserver", nil, filepath.Join(h.binDir, "gitserver"), "--dir", h.path("git"), "--port", "0", "--ready-file", ready); err != nil {
 		return err
 	}
-	return h.waitUp(ctx, "gitserver", 30*time.Second, func() error {
+	if err := h.waitUp(ctx, "gitserver", 30*time.Second, func() error {
 		data, err := os.ReadFile(ready)
 		if err != nil {
 			return err
 		}
 		h.gitURL = strings.TrimSpace(strings.SplitN(string(data), "\n", 2)[0])
 		return nil
-	})
+	}); err != nil {
+		return err
+	}
+	return h.startFlocker(ctx)
 }
 
 // podSpec is a pod on this node with the host's network and one busybox
@@ -177,7 +204,7 @@ func scenarioPlainPod(ctx context.Context, h *harness) error {
 	if err != nil {
 		return err
 	}
-	if h.readyAt.After(time.Time{}) && len(h.timings) > 0 && !h.firstPod {
+	if !h.firstPod {
 		h.firstPod = true
 		h.record("first pod Running (from node Ready)", time.Since(h.readyAt))
 	}
