@@ -12,9 +12,9 @@ import (
 )
 
 // writeConfig writes the certificates, kubeconfigs, and the containerd, CNI
-// and kubelet configuration, with the settings this machine needs (see
-// ../shared/reference/real-kubernetes-node.md): cgroup v1 with cgroupfs, no negative oom_score_adj,
-// low eviction thresholds so the imported images are never collected.
+// and kubelet configuration, with the settings this machine needs: cgroup
+// v1 with cgroupfs, no negative oom_score_adj, low eviction thresholds so
+// the imported images are never collected.
 func (n *node) writeConfig() error {
 	var err error
 	if n.pki, err = newPKI(n.path("pki")); err != nil {
