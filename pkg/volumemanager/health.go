@@ -85,12 +85,6 @@ func (m *Manager) CheckPluginHealth(ctx context.Context) {
 		if !status.Checked {
 			continue
 		}
-		if status.Driver == "" {
-			// The plugin's driver rows are those of this check alone.
-			delete(m.driverHealth, status.Name)
-		} else {
-			m.driverHealth[status.Name] = append(m.driverHealth[status.Name], status)
-		}
 		previous, seen := m.health[status.key()]
 		m.health[status.key()] = status
 		if !status.Usable && (!seen || previous.Usable) {
@@ -105,7 +99,8 @@ func (m *Manager) CheckPluginHealth(ctx context.Context) {
 }
 
 // Plugins returns every loaded plugin with its access modes and its last
-// health check, ordered by name, each followed by its drivers' rows.
+// health check, ordered by name, each followed by a row per driver with what
+// the plugin knows of it now.
 func (m *Manager) Plugins() []PluginStatus {
 	plugins := m.cfg.Plugins.ListPlugins()
 	m.mu.Lock()
@@ -117,7 +112,15 @@ func (m *Manager) Plugins() []PluginStatus {
 			st = uncheckedStatus(plugin)
 		}
 		out = append(out, st)
-		out = append(out, m.driverHealth[plugin.Name()]...)
+		if drivers, ok := plugin.(volume.DriverHealthCheckingPlugin); ok {
+			// The drivers as the plugin knows them now: one that registered
+			// since the last check shows at once.
+			for _, d := range drivers.DriverHealth() {
+				row := PluginStatus{Name: plugin.Name(), Driver: d.Name}
+				row.setHealth(d.Health, time.Time{})
+				out = append(out, row)
+			}
+		}
 	}
 	return out
 }

@@ -72,7 +72,7 @@ func TestPluginsShowDriverRows(t *testing.T) {
 	if ev := e.m.Events(); len(ev) != 1 || ev[0].Reason != ReasonPluginUnhealthy || ev[0].Message != "volume plugin test.io/drivers driver b.example.com is not usable: socket gone" {
 		t.Errorf("events = %+v", ev)
 	}
-	// A driver gone is gone from the rows at the next check.
+	// A driver gone is gone from the rows at once.
 	p.mu.Lock()
 	p.drivers = p.drivers[:1]
 	p.mu.Unlock()

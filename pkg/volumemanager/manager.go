@@ -191,8 +191,6 @@ type Manager struct {
 	events     []Event
 	eventsHead int
 	health     map[string]PluginStatus
-	// driverHealth holds the driver rows of each plugin's last check.
-	driverHealth map[string][]PluginStatus
 	// oneShot is set while RunOnce runs.
 	oneShot *oneShotState
 }
@@ -203,20 +201,19 @@ func New(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	return &Manager{
-		cfg:          cfg,
-		executor:     newOperationExecutor(cfg.Executor),
-		trigger:      make(chan struct{}, 1),
-		sources:      map[string]*sourceState{},
-		pods:         map[types.UID]*desiredPod{},
-		volumes:      map[VolumeKey]*volumeRecord{},
-		byPod:        map[types.UID]map[VolumeKey]*volumeRecord{},
-		podNames:     map[types.UID]types.NamespacedName{},
-		orphans:      sets.New[types.UID](),
-		loadedPods:   sets.New[types.UID](),
-		removing:     sets.New[types.UID](),
-		passDone:     make(chan struct{}),
-		health:       map[string]PluginStatus{},
-		driverHealth: map[string][]PluginStatus{},
+		cfg:        cfg,
+		executor:   newOperationExecutor(cfg.Executor),
+		trigger:    make(chan struct{}, 1),
+		sources:    map[string]*sourceState{},
+		pods:       map[types.UID]*desiredPod{},
+		volumes:    map[VolumeKey]*volumeRecord{},
+		byPod:      map[types.UID]map[VolumeKey]*volumeRecord{},
+		podNames:   map[types.UID]types.NamespacedName{},
+		orphans:    sets.New[types.UID](),
+		loadedPods: sets.New[types.UID](),
+		removing:   sets.New[types.UID](),
+		passDone:   make(chan struct{}),
+		health:     map[string]PluginStatus{},
 	}, nil
 }
 

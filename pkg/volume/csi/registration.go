@@ -21,7 +21,7 @@ import (
 
 // The kubelet's timeouts for the registration protocol.
 const (
-	registrationDialTimeout   = 10 * time.Second
+	registrationDialTimeout   = 10 * time.Second // a stale socket fails at once
 	registrationNotifyTimeout = 5 * time.Second
 )
 
@@ -148,7 +148,7 @@ func (r *registrar) register(ctx context.Context, path string) {
 	defer conn.Close()
 	client := registerapi.NewRegistrationClient(conn)
 	infoCtx, cancel := context.WithTimeout(ctx, registrationDialTimeout)
-	info, err := client.GetInfo(infoCtx, &registerapi.InfoRequest{}, grpc.WaitForReady(true))
+	info, err := client.GetInfo(infoCtx, &registerapi.InfoRequest{})
 	cancel()
 	if err != nil {
 		logger.Error(err, "Failed to get a plugin's registration info")
