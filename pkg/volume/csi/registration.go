@@ -21,7 +21,7 @@ import (
 
 // The kubelet's timeouts for the registration protocol.
 const (
-	registrationDialTimeout   = 10 * time.Second // a stale socket fails at once
+	registrationDialTimeout   = 10 * time.Second
 	registrationNotifyTimeout = 5 * time.Second
 )
 
@@ -147,8 +147,10 @@ func (r *registrar) register(ctx context.Context, path string) {
 	}
 	defer conn.Close()
 	client := registerapi.NewRegistrationClient(conn)
+	// Wait for the connection: the socket is created (and notified) by
+	// bind(2), before the driver listens. A stale socket costs the timeout.
 	infoCtx, cancel := context.WithTimeout(ctx, registrationDialTimeout)
-	info, err := client.GetInfo(infoCtx, &registerapi.InfoRequest{})
+	info, err := client.GetInfo(infoCtx, &registerapi.InfoRequest{}, grpc.WaitForReady(true))
 	cancel()
 	if err != nil {
 		logger.Error(err, "Failed to get a plugin's registration info")
