@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs volume-agent on the bundled examples/, with no network: it starts the
-# example git server and the Flocker control-service emulator on loopback,
-# then the agent in the foreground, printing volumes as they become ready,
+# example git server and the Flocker control-service emulator on loopback, a
+# second volume-agent as the CSI driver volume-agent.io (for
+# examples/pods/csi.yaml), then the agent in the foreground, printing volumes as they become ready,
 # until interrupted (Ctrl-C). The example configuration tears every volume
 # down on exit, and this script then stops the servers, so nothing is left
 # mounted. Called by `make run`; state lives under $RUN_DIR.
@@ -53,6 +54,16 @@ sed -e "s#/usr/local/libexec/volume-agent/record-volume.sh#$RUN_DIR/libexec/reco
 	-e "s#/var/log/volume-agent/volumes.log#$RUN_DIR/volumes.log#" \
 	examples/hooks.d/50-record-volume.json >"$RUN_DIR/hooks.d/50-record-volume.json"
 install -m 0755 examples/hooks.d/record-volume.sh "$RUN_DIR/libexec/record-volume.sh"
+
+# A second volume-agent as the CSI driver volume-agent.io, registered in the
+# agent's registration dir, for examples/pods/csi.yaml. It runs in a session
+# of its own, so that Ctrl-C reaches the agent alone and the agent can
+# unpublish its CSI volumes through the driver before the driver stops.
+mkdir -p "$RUN_DIR/root/plugins_registry"
+setsid "$BINARY" run --root-dir "$RUN_DIR/csi-driver-root" --csi-endpoint "unix://$RUN_DIR/csi.sock" \
+	--kubelet-registration-dir "$RUN_DIR/root/plugins_registry" &
+pids+=($!)
+echo $! >"$RUN_DIR/csi-driver.pid"
 
 echo "make run: volume-agent on examples/pods with root dir $RUN_DIR/root; Ctrl-C stops it and tears the volumes down"
 "$BINARY" run --config "$PWD/examples/agent-config.yaml" --root-dir "$RUN_DIR/root" \

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,7 +18,8 @@ import (
 
 // TestMakeRun runs what `make run` runs (hack/run-examples.sh) on the bundled
 // examples: every example volume, the gitRepo one from the loopback git
-// server and the Flocker ones from the emulator, becomes ready; on SIGINT
+// server, the Flocker ones from the emulator and the CSI one from a second
+// agent in CSI driver mode, becomes ready; on SIGINT
 // everything is torn down and every server stops.
 func TestMakeRun(t *testing.T) {
 	volumetesting.RequiresRoot(t)
@@ -47,7 +49,16 @@ func TestMakeRun(t *testing.T) {
 		}
 		close(lines)
 	}()
-	want := map[string]bool{"volume=scratch": false, "volume=cache": false, "volume=site": false, "volume=uploads": false, "volume=data": false}
+	// The CSI driver runs in a session of its own; kill it if the script
+	// could not.
+	t.Cleanup(func() {
+		if pid, err := os.ReadFile(filepath.Join(runDir, "csi-driver.pid")); err == nil {
+			if n, err := strconv.Atoi(strings.TrimSpace(string(pid))); err == nil && syscall.Kill(n, 0) == nil {
+				_ = syscall.Kill(n, syscall.SIGKILL)
+			}
+		}
+	})
+	want := map[string]bool{"volume=scratch": false, "volume=cache": false, "volume=site": false, "volume=uploads": false, "volume=data": false, "volume=notes": false}
 	deadline := time.After(2 * time.Minute)
 	for ready := 0; ready < len(want); {
 		select {
