@@ -160,16 +160,6 @@ func (ds *drivers) list() []*driver {
 	return out
 }
 
-// closeAll closes every driver's client.
-func (ds *drivers) closeAll() {
-	ds.mu.Lock()
-	defer ds.mu.Unlock()
-	for name, d := range ds.byName {
-		_ = d.client.Close()
-		delete(ds.byName, name)
-	}
-}
-
 // call runs fn with the per-call timeout.
 func (ds *drivers) call(ctx context.Context, fn func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, ds.callTimeout)

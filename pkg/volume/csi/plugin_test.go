@@ -5,11 +5,14 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	csipb "github.com/container-storage-interface/spec/lib/go/csi"
@@ -175,7 +178,7 @@ func TestInlineVolume(t *testing.T) {
 		"csi.storage.k8s.io/serviceAccount.name": "sa",
 		"csi.storage.k8s.io/ephemeral":           "true",
 	}
-	if !mapsEqual(req.VolumeContext, wantContext) {
+	if !maps.Equal(req.VolumeContext, wantContext) {
 		t.Errorf("volume context = %v, want %v", req.VolumeContext, wantContext)
 	}
 	if m := req.VolumeCapability.GetAccessMode().GetMode(); m != csipb.VolumeCapability_AccessMode_SINGLE_NODE_WRITER {
@@ -190,7 +193,7 @@ func TestInlineVolume(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]string{"specVolumeID": "scratch", "volumeHandle": handle, "driverName": testDriver, "nodeName": "test-node", "volumeLifecycleMode": "Ephemeral"}
-	if !mapsEqual(data, want) {
+	if !maps.Equal(data, want) {
 		t.Errorf("vol_data.json = %v, want %v", data, want)
 	}
 	mustNotExist(t, filepath.Join(e.root, "plugins", "kubernetes.io", "csi"))
@@ -201,18 +204,6 @@ func TestInlineVolume(t *testing.T) {
 	}
 	assertCalls(t, e.driver, "NodeUnpublishVolume "+handle)
 	mustNotExist(t, e.volDir(pod.UID, "scratch"))
-}
-
-func mapsEqual(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if bv, ok := b[k]; !ok || bv != v {
-			return false
-		}
-	}
-	return true
 }
 
 func TestPersistentVolumeStagedOncePublishedPerPod(t *testing.T) {
@@ -477,4 +468,36 @@ func TestValidateSpec(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Pods setting up and tearing down one staged volume at once: it is staged
+// once and unstaged once, after the last pod.
+func TestConcurrentPodsShareOneStage(t *testing.T) {
+	e := newEnv(t, newFakeDriver(testDriver, stageCaps...))
+	const pods = 8
+	spec := pvSpec("pv1", "handle-1")
+	run := func(op func(i int) error) {
+		var wg sync.WaitGroup
+		errs := make([]error, pods)
+		for i := range pods {
+			wg.Go(func() { errs[i] = op(i) })
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("pod %d: %v", i, err)
+			}
+		}
+	}
+	run(func(i int) error { return e.setUp(spec, testPod(fmt.Sprintf("p%d", i))) })
+	run(func(i int) error { return e.tearDown("pv1", types.UID(fmt.Sprintf("p%d-uid", i))) })
+	counts := map[string]int{}
+	for _, c := range e.driver.takeCalls() {
+		counts[c]++
+	}
+	want := map[string]int{"NodeStageVolume handle-1": 1, "NodePublishVolume handle-1": pods, "NodeUnpublishVolume handle-1": pods, "NodeUnstageVolume handle-1": 1}
+	if !maps.Equal(counts, want) {
+		t.Errorf("driver calls = %v, want %v", counts, want)
+	}
+	mustNotExist(t, e.stagingDir("handle-1"))
 }
