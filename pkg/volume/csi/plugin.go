@@ -122,17 +122,26 @@ func (p *plugin) GetAccessModes() []v1.PersistentVolumeAccessMode {
 }
 
 // ValidateSpec requires a driver name that is a DNS subdomain of at most 63
-// characters and, for a PersistentVolume, a volume handle; block volumes are
-// not supported.
+// characters and, for a PersistentVolume, a volume handle; block volumes and
+// secret references are not supported.
 func (p *plugin) ValidateSpec(spec *volume.Spec, fldPath *field.Path) field.ErrorList {
 	switch {
 	case spec != nil && spec.Volume != nil && spec.Volume.CSI != nil:
-		return validateDriverName(spec.Volume.CSI.Driver, fldPath.Child("driver"))
+		errs := validateDriverName(spec.Volume.CSI.Driver, fldPath.Child("driver"))
+		if ref := spec.Volume.CSI.NodePublishSecretRef; ref != nil {
+			errs = append(errs, field.Forbidden(fldPath.Child("nodePublishSecretRef"), fmt.Sprintf("Secret %q: secrets are not supported yet", ref.Name)))
+		}
+		return errs
 	case spec != nil && spec.PersistentVolume != nil && spec.PersistentVolume.Spec.CSI != nil:
 		src := spec.PersistentVolume.Spec.CSI
 		errs := validateDriverName(src.Driver, fldPath.Child("driver"))
 		if src.VolumeHandle == "" {
 			errs = append(errs, field.Required(fldPath.Child("volumeHandle"), "the driver's volume ID is required"))
+		}
+		for name, ref := range map[string]*v1.SecretReference{"nodeStageSecretRef": src.NodeStageSecretRef, "nodePublishSecretRef": src.NodePublishSecretRef} {
+			if ref != nil {
+				errs = append(errs, field.Forbidden(fldPath.Child(name), fmt.Sprintf("Secret %s/%s: secrets are not supported yet", ref.Namespace, ref.Name)))
+			}
 		}
 		if mode := spec.PersistentVolume.Spec.VolumeMode; mode != nil && *mode == v1.PersistentVolumeBlock {
 			errs = append(errs, field.NotSupported(field.NewPath("spec", "volumeMode"), *mode, []string{string(v1.PersistentVolumeFilesystem)}))

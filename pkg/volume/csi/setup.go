@@ -38,16 +38,14 @@ var (
 
 // csiVolume is what a spec asks of the driver.
 type csiVolume struct {
-	driver        string
-	handle        string
-	ephemeral     bool
-	readOnly      bool
-	fsType        string
-	mountFlags    []string
-	accessModes   []v1.PersistentVolumeAccessMode
-	attributes    map[string]string
-	stageSecret   *v1.SecretReference
-	publishSecret *v1.SecretReference
+	driver      string
+	handle      string
+	ephemeral   bool
+	readOnly    bool
+	fsType      string
+	mountFlags  []string
+	accessModes []v1.PersistentVolumeAccessMode
+	attributes  map[string]string
 }
 
 func (b *builder) volume() csiVolume {
@@ -72,23 +70,18 @@ func (b *builder) volume() csiVolume {
 		vol.attributes[contextPodUID] = string(b.pod.UID)
 		vol.attributes[contextServiceAccount] = b.pod.Spec.ServiceAccountName
 		vol.attributes[contextEphemeral] = "true"
-		if ref := csi.NodePublishSecretRef; ref != nil {
-			vol.publishSecret = &v1.SecretReference{Name: ref.Name, Namespace: b.pod.Namespace}
-		}
 		return vol
 	}
 	pv := b.spec.PersistentVolume
 	csi := pv.Spec.CSI
 	return csiVolume{
-		driver:        csi.Driver,
-		handle:        csi.VolumeHandle,
-		readOnly:      b.spec.ReadOnly || csi.ReadOnly,
-		fsType:        csi.FSType,
-		mountFlags:    pv.Spec.MountOptions,
-		accessModes:   pv.Spec.AccessModes,
-		attributes:    csi.VolumeAttributes,
-		stageSecret:   csi.NodeStageSecretRef,
-		publishSecret: csi.NodePublishSecretRef,
+		driver:      csi.Driver,
+		handle:      csi.VolumeHandle,
+		readOnly:    b.spec.ReadOnly || csi.ReadOnly,
+		fsType:      csi.FSType,
+		mountFlags:  pv.Spec.MountOptions,
+		accessModes: pv.Spec.AccessModes,
+		attributes:  csi.VolumeAttributes,
 	}
 }
 
@@ -121,9 +114,6 @@ func (b *builder) SetUpAt(dir string, fsGroup *int64) error {
 	logger := klog.FromContext(b.ctx).WithValues("volumePath", dir, "driver", vol.driver, "volumeHandle", vol.handle)
 	if err := util.RemoveMetadataDir(b.metadataDir); err != nil {
 		return err
-	}
-	if vol.stageSecret != nil || vol.publishSecret != nil {
-		return volume.Finalf("csi volume %q: nodeStageSecretRef and nodePublishSecretRef are not supported yet", b.volName)
 	}
 	d, err := p.drivers.get(b.ctx, vol.driver)
 	if err != nil {
