@@ -2,9 +2,12 @@ package e2e
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/volume-agent/volume-agent/pkg/apis/config"
+	"github.com/volume-agent/volume-agent/test/flocker"
 )
 
 // TestAgentUsesExternalCSIDriver runs two agents: one as a CSI driver,
@@ -105,5 +109,115 @@ spec:
 	}
 	if err := driver.stop(unix.SIGTERM, 30*time.Second); err != nil {
 		t.Errorf("driver agent exited with %v\n%s", err, driver.output())
+	}
+}
+
+// TestAgentSharesStagedExternalCSIVolume sets a Flocker dataset up through
+// a second agent in CSI driver mode, as a PersistentVolume with spec.csi used
+// by two pods: it is staged once and published twice. One pod is removed
+// while the consumer is down (SIGKILL): after the restart the other keeps
+// its mount and the volume stays staged; removing it too unstages it.
+func TestAgentSharesStagedExternalCSIVolume(t *testing.T) {
+	e := newEnv(t)
+	emulator := flocker.StartForTest(t, flocker.Config{StateDir: filepath.Join(e.dir, "flocker"), MoveDelay: 100 * time.Millisecond})
+	datasetID, err := emulator.AddDataset(flocker.DatasetSpec{Name: "shared"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs := emulator.Certs()
+	e.agentEnv = []string{
+		"FLOCKER_CONTROL_SERVICE_CA_FILE=" + certs.CACert,
+		"FLOCKER_CONTROL_SERVICE_CLIENT_CERT_FILE=" + certs.ClientCert,
+		"FLOCKER_CONTROL_SERVICE_CLIENT_KEY_FILE=" + certs.ClientKey,
+	}
+	consumer := e.start()
+	driverRoot := filepath.Join(e.dir, "driver-root")
+	registry := filepath.Join(e.root, config.DefaultPluginRegistrationDirName)
+	driver := e.startBare("run", "--root-dir", driverRoot, "--csi-endpoint", "unix://"+filepath.Join(e.dir, "csi.sock"),
+		"--kubelet-registration-dir", registry, "--node-ip", "127.0.0.1",
+		"--flocker-control-service-host", emulator.Host(), "--flocker-control-service-port", strconv.Itoa(emulator.Port()))
+
+	e.writeManifest("storage.yaml", fmt.Sprintf(`apiVersion: v1
+kind: PersistentVolume
+metadata: {name: shared}
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  claimRef: {namespace: default, name: shared}
+  csi: {driver: volume-agent.io, volumeHandle: %s}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: shared, namespace: default}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 1Gi}}
+  volumeName: shared
+`, datasetID))
+	pod := func(name string) string {
+		return fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: %s, namespace: default, uid: %s-uid}
+spec:
+  volumes:
+  - name: data
+    persistentVolumeClaim: {claimName: shared}
+`, name, name)
+	}
+	e.writeManifest("a.yaml", pod("a"))
+	e.writeManifest("b.yaml", pod("b"))
+	for _, name := range []string{"default/a", "default/b"} {
+		if err := waitForErr(90*time.Second, podReady(consumer, name)); err != nil {
+			_, out, _ := cli(t, "get", "volumes", "--root-dir", e.root)
+			t.Fatalf("pod %s is not ready: %v\n%s\nconsumer:\n%s\ndriver:\n%s", name, err, out, consumer.output(), driver.output())
+		}
+	}
+	target := func(name string) string {
+		return filepath.Join(e.root, "pods", name+"-uid", "volumes", "kubernetes.io~csi", "shared", "mount")
+	}
+	sum := sha256.Sum256([]byte(datasetID))
+	staging := filepath.Join(e.root, "plugins", "kubernetes.io", "csi", "volume-agent.io", hex.EncodeToString(sum[:]), "globalmount")
+	for _, path := range []string{staging, target("a"), target("b")} {
+		if len(mountsUnder(t, path)) == 0 {
+			t.Errorf("%s is not mounted", path)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(target("a"), "row"), []byte("1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if data, err := os.ReadFile(filepath.Join(target("b"), "row")); err != nil || string(data) != "1" {
+		t.Errorf("pod b does not see pod a's file: %q, %v", data, err)
+	}
+
+	consumer.kill()
+	e.removeManifest("a.yaml")
+	consumer = e.start()
+	waitFor(t, "pod a's volume to go", 60*time.Second, func(context.Context) (bool, error) {
+		_, err := os.Lstat(filepath.Join(e.root, "pods", "a-uid"))
+		return os.IsNotExist(err), nil
+	})
+	if err := waitForErr(30*time.Second, podReady(consumer, "default/b")); err != nil {
+		t.Fatalf("pod b is not ready after the restart: %v", err)
+	}
+	if data, err := os.ReadFile(filepath.Join(target("b"), "row")); err != nil || string(data) != "1" {
+		t.Errorf("after the restart pod b reads %q, %v", data, err)
+	}
+	if len(mountsUnder(t, staging)) == 0 {
+		t.Error("the volume was unstaged under pod b")
+	}
+
+	e.removeManifest("b.yaml")
+	waitFor(t, "pod b's volume to go", 60*time.Second, func(context.Context) (bool, error) {
+		_, err := os.Lstat(filepath.Join(e.root, "pods", "b-uid"))
+		return os.IsNotExist(err), nil
+	})
+	if _, err := os.Lstat(filepath.Dir(staging)); !os.IsNotExist(err) {
+		t.Errorf("the staging dir is left: %v", err)
+	}
+	if mps := mountsUnder(t, e.root); len(mps) > 0 {
+		t.Errorf("mounts left: %v", mps)
+	}
+	if data, err := os.ReadFile(filepath.Join(emulator.BackingDir(datasetID), "row")); err != nil || string(data) != "1" {
+		t.Errorf("the dataset lost its data: %q, %v", data, err)
 	}
 }
