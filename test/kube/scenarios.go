@@ -45,6 +45,7 @@ var scenarios = []scenario{
 	{name: "4 faults: volume-agent SIGKILLed during a publish: the kubelet retries, the pod runs, nothing leaks", run: scenarioAgentKilledDuringPublish, needsAgent: true},
 	{name: "4 faults: kubelet restarted: pods keep running, volumes intact and mounted once", run: scenarioKubeletRestart, keepPods: true, needsAgent: true},
 	{name: "4 faults: volume-agent restarted: pods keep running, volumes intact and mounted once; then no mount left", run: scenarioAgentRestart, needsAgent: true},
+	{name: "3 DaemonSet: the same three pods with volume-agent deployed by deploy/kubernetes/ from `make image`", run: scenarioDaemonSet, needsAgent: true},
 }
 
 func (h *harness) runScenario(ctx context.Context, s scenario) error {
