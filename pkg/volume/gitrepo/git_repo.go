@@ -441,6 +441,12 @@ func (b *builder) setUp(ctx context.Context, dir string, fsGroup *int64) error {
 	if err := b.removeStaging(dir); err != nil {
 		return fmt.Errorf("failed to remove a stale staging dir: %w", err)
 	}
+	// A set-up killed after it mounted its overlay, before the ready
+	// marker, left the overlay behind: remove it, or a second one would be
+	// mounted on top of it.
+	if err := b.tearDownOverlay(dir); err != nil {
+		return fmt.Errorf("failed to remove the overlay of an interrupted set-up: %w", err)
+	}
 	wrapped, err := b.plugin.host.NewWrapperBuilder(b.volName, b.wrappedSpec(), b.pod, b.opts)
 	if err != nil {
 		return err

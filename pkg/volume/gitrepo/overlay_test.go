@@ -310,6 +310,49 @@ func TestOverlayRestart(t *testing.T) {
 	}
 }
 
+// TestOverlayInterruptedSetUp: a set-up killed after its overlay was mounted
+// and before the ready marker was written is set up again with one overlay
+// at the volume's path, not a second one stacked on the first.
+func TestOverlayInterruptedSetUp(t *testing.T) {
+	env := newRealEnv(t, overlayConfig(t))
+	newSampleRepo(t, env.srv, "sample.git")
+	src := v1.GitRepoVolumeSource{Repository: env.srv.GitURL("sample.git"), Directory: "."}
+	dir := env.mustSetUp(t, "a", src)
+	lower := env.lowerOf(t, "a")
+	// The kill: the overlay is mounted, the ready marker not yet written.
+	if err := removeReadyMarker(env.metaDir("a")); err != nil {
+		t.Fatal(err)
+	}
+	env.start()
+	env.mustSetUp(t, "a", src)
+	if n := overlayMountsAt(t, dir); n != 1 {
+		t.Fatalf("%d overlay mounts at %s after the set-up was done again; want 1", n, dir)
+	}
+	env.tearDown(t, "a")
+	if n := overlayMountsAt(t, dir); n != 0 {
+		t.Errorf("%d overlay mounts left at %s after the tear-down", n, dir)
+	}
+	if env.plugin().cache.inUse(lower) {
+		t.Error("the lower layer is still counted as in use after the tear-down")
+	}
+}
+
+// overlayMountsAt counts the overlay mounts whose mount point is dir.
+func overlayMountsAt(t *testing.T, dir string) int {
+	t.Helper()
+	mounts, err := mount.ParseMountInfo("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, m := range mounts {
+		if m.MountPoint == dir && m.FsType == "overlay" {
+			n++
+		}
+	}
+	return n
+}
+
 // TestOverlayTearDownSafety plants a mount inside an overlay volume, and a
 // symlink to a dir outside it in its upper layer: the tear-down refuses to
 // cross the mount and removes nothing, and never follows the symlink.
