@@ -15,7 +15,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/volume-agent/volume-agent/pkg/apis/config"
-	"github.com/volume-agent/volume-agent/test/flocker"
 )
 
 // TestAgentUsesExternalCSIDriver runs two agents: one as a CSI driver,
@@ -119,17 +118,7 @@ spec:
 // its mount and the volume stays staged; removing it too unstages it.
 func TestAgentSharesStagedExternalCSIVolume(t *testing.T) {
 	e := newEnv(t)
-	emulator := flocker.StartForTest(t, flocker.Config{StateDir: filepath.Join(e.dir, "flocker"), MoveDelay: 100 * time.Millisecond})
-	datasetID, err := emulator.AddDataset(flocker.DatasetSpec{Name: "shared"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	certs := emulator.Certs()
-	e.agentEnv = []string{
-		"FLOCKER_CONTROL_SERVICE_CA_FILE=" + certs.CACert,
-		"FLOCKER_CONTROL_SERVICE_CLIENT_CERT_FILE=" + certs.ClientCert,
-		"FLOCKER_CONTROL_SERVICE_CLIENT_KEY_FILE=" + certs.ClientKey,
-	}
+	emulator, datasetID := e.startFlocker("shared")
 	consumer := e.start()
 	driverRoot := filepath.Join(e.dir, "driver-root")
 	registry := filepath.Join(e.root, config.DefaultPluginRegistrationDirName)

@@ -18,7 +18,6 @@ import (
 
 	"github.com/volume-agent/volume-agent/pkg/server"
 	"github.com/volume-agent/volume-agent/pkg/volumemanager"
-	"github.com/volume-agent/volume-agent/test/flocker"
 )
 
 func freePort(t *testing.T) int {
@@ -261,17 +260,7 @@ func TestAgentTearsDownOnExitWhenAsked(t *testing.T) {
 
 func TestAgentClaimBoundToFlockerVolume(t *testing.T) {
 	e := newEnv(t)
-	emulator := flocker.StartForTest(t, flocker.Config{StateDir: filepath.Join(e.dir, "flocker"), MoveDelay: 100 * time.Millisecond})
-	datasetID, err := emulator.AddDataset(flocker.DatasetSpec{Name: "db-data"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	certs := emulator.Certs()
-	e.agentEnv = []string{
-		"FLOCKER_CONTROL_SERVICE_CA_FILE=" + certs.CACert,
-		"FLOCKER_CONTROL_SERVICE_CLIENT_CERT_FILE=" + certs.ClientCert,
-		"FLOCKER_CONTROL_SERVICE_CLIENT_KEY_FILE=" + certs.ClientKey,
-	}
+	emulator, datasetID := e.startFlocker("db-data")
 	claimOnly := `apiVersion: v1
 kind: Pod
 metadata: {name: db, uid: db-1}

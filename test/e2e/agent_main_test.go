@@ -24,6 +24,7 @@ import (
 	"github.com/volume-agent/volume-agent/pkg/server"
 	volumetesting "github.com/volume-agent/volume-agent/pkg/volume/testing"
 	"github.com/volume-agent/volume-agent/pkg/volumemanager"
+	"github.com/volume-agent/volume-agent/test/flocker"
 	"github.com/volume-agent/volume-agent/test/testbin"
 )
 
@@ -80,6 +81,25 @@ func (e *env) cleanup() {
 	if err := os.RemoveAll(e.dir); err != nil {
 		e.t.Errorf("cleanup: %v", err)
 	}
+}
+
+// startFlocker starts a Flocker emulator holding one dataset named name, and
+// gives the agents started after it its client certificates. It returns
+// the emulator and the dataset's ID.
+func (e *env) startFlocker(name string) (*flocker.Emulator, string) {
+	e.t.Helper()
+	emulator := flocker.StartForTest(e.t, flocker.Config{StateDir: filepath.Join(e.dir, "flocker"), MoveDelay: 100 * time.Millisecond})
+	datasetID, err := emulator.AddDataset(flocker.DatasetSpec{Name: name})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	certs := emulator.Certs()
+	e.agentEnv = append(e.agentEnv,
+		"FLOCKER_CONTROL_SERVICE_CA_FILE="+certs.CACert,
+		"FLOCKER_CONTROL_SERVICE_CLIENT_CERT_FILE="+certs.ClientCert,
+		"FLOCKER_CONTROL_SERVICE_CLIENT_KEY_FILE="+certs.ClientKey,
+	)
+	return emulator, datasetID
 }
 
 // writeManifest writes a manifest file atomically, as a config manager would.
