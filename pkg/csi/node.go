@@ -71,7 +71,7 @@ func (s *nodeServer) NodePublishVolume(ctx context.Context, req *csi.NodePublish
 	if err != nil {
 		return nil, err
 	}
-	if err := s.d.waitForSetUp(ctx, uid, rec); err != nil {
+	if err := s.d.waitForSetUp(ctx, uid, rec.VolumeID, rec.TargetPath); err != nil {
 		return nil, err
 	}
 	return &csi.NodePublishVolumeResponse{}, nil
@@ -148,25 +148,25 @@ func (d *Driver) publish(ctx context.Context, rec *publishRecord) (types.UID, er
 	return uid, nil
 }
 
-// waitForSetUp waits until the volume of the pod uid is ready or failed,
-// and returns the gRPC error the result maps to.
-func (d *Driver) waitForSetUp(ctx context.Context, uid types.UID, rec *publishRecord) error {
+// waitForSetUp waits until the volume of the pod uid at path is ready or
+// failed, and returns the gRPC error the result maps to.
+func (d *Driver) waitForSetUp(ctx context.Context, uid types.UID, volumeID, path string) error {
 	var vol *volumemanager.VolumeStatus
 	ps, known, err := d.cfg.Manager.WaitForPod(ctx, uid, func(ps volumemanager.PodStatus, known bool) bool {
-		vol = publishedVolume(ps, rec.TargetPath)
+		vol = publishedVolume(ps, path)
 		return !known || vol == nil || !vol.Desired || vol.State == volumemanager.StateReady || vol.State == volumemanager.StateFailed
 	})
 	switch {
 	case err != nil:
-		return status.FromContextError(fmt.Errorf("volume %q is not set up yet at %q (%s): %w", rec.VolumeID, rec.TargetPath, describe(vol), err)).Err()
+		return status.FromContextError(fmt.Errorf("volume %q is not set up yet at %q (%s): %w", volumeID, path, describe(vol), err)).Err()
 	case !known || vol == nil || !vol.Desired:
-		return statusf(codes.Aborted, "volume %q was unpublished from %q while it was being published", rec.VolumeID, rec.TargetPath)
+		return statusf(codes.Aborted, "volume %q was unpublished from %q while it was being published", volumeID, path)
 	case vol.State == volumemanager.StateReady:
 		return nil
 	case vol.ErrorClass == "final":
-		return statusf(codes.Internal, "failed to set up volume %q of pod %s/%s at %q: %s", rec.VolumeID, ps.Namespace, ps.Name, rec.TargetPath, vol.Message)
+		return statusf(codes.Internal, "failed to set up volume %q of pod %s/%s at %q: %s", volumeID, ps.Namespace, ps.Name, path, vol.Message)
 	}
-	return statusf(codes.Unavailable, "failed to set up volume %q of pod %s/%s at %q, to be retried: %s", rec.VolumeID, ps.Namespace, ps.Name, rec.TargetPath, vol.Message)
+	return statusf(codes.Unavailable, "failed to set up volume %q of pod %s/%s at %q, to be retried: %s", volumeID, ps.Namespace, ps.Name, path, vol.Message)
 }
 
 // publishedVolume returns the status of the pod's volume at target, or nil.

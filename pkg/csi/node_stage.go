@@ -28,12 +28,21 @@ import (
 //
 //   - NodeStageVolume is one more source of desired volumes, as an ephemeral
 //     publish is: the dataset becomes the only volume of a pod of its own,
-//     set up by the Flocker plugin at the staging path (moved to this node,
-//     mounted, given the mount group). Its record is kept under
-//     ROOT/csi/staged from before the set-up starts until it is unstaged.
-//   - NodePublishVolume of a staged volume bind-mounts the staging path at
+//     set up by the Flocker plugin (moved to this node, mounted, given the
+//     mount group) at StagedDatasetDir inside the staging path. Its record
+//     is kept under ROOT/csi/staged from before the set-up starts until it
+//     is unstaged.
+//   - NodePublishVolume of a staged volume bind-mounts the staged dataset at
 //     the target, read-only when asked, as the kubelet binds a device it
 //     mounted once; its record is kept under ROOT/csi/published-staged.
+//
+// The staging path itself stays a plain directory. The dataset's mount is
+// a bind mount of the Flocker agent's own mount of it, and before it calls
+// NodeUnstageVolume the kubelet refuses to unstage while another mount
+// outside its plugin dir shares the staging path's source
+// (GetDeviceMountRefs). Mounted one level down, the dataset shares no
+// source with the staging path, so the Flocker agent's mount is not taken
+// for a user of the staging path.
 //
 // After a restart, Sync reads both back: the staged volumes are desired
 // again, and the published ones known, so that repeated calls answer as
@@ -44,9 +53,15 @@ const (
 	// StageSourcePrefix starts the names of the volume manager's sources
 	// that stages are: "csi-stage:" and the staging path.
 	StageSourcePrefix = "csi-stage:"
+	// StagedDatasetDir is where, inside the staging path, a staged
+	// dataset is mounted.
+	StagedDatasetDir = "dataset"
 	// stagedVolumeName is the pod's name for a staged volume.
 	stagedVolumeName = "staged"
 )
+
+// stagedDatasetPath returns where the dataset staged at staging is mounted.
+func stagedDatasetPath(staging string) string { return filepath.Join(staging, StagedDatasetDir) }
 
 var uuidPattern = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
@@ -118,7 +133,7 @@ func (d *Driver) stageSourceUpdate(r *publishRecord) volumemanager.SourceUpdate 
 		return u
 	}
 	u.Bundle = &manifest.Bundle{Pods: []*v1.Pod{pod}}
-	u.Targets = map[types.UID]map[string]volumemanager.Target{pod.UID: {stagedVolumeName: {Path: r.TargetPath}}}
+	u.Targets = map[types.UID]map[string]volumemanager.Target{pod.UID: {stagedVolumeName: {Path: stagedDatasetPath(r.TargetPath)}}}
 	return u
 }
 
@@ -151,7 +166,7 @@ func (d *Driver) syncStagedLocked(logger klog.Logger) ([]volumemanager.SourceUpd
 	return updates, nil
 }
 
-// NodeStageVolume sets the Flocker dataset of a persistent volume up at the
+// NodeStageVolume sets the Flocker dataset of a persistent volume up in the
 // staging path through the volume manager, and waits for the result within
 // the call's deadline. The dataset comes from the volume context
 // (type flocker, datasetUUID or datasetName) or, with no context, is the
@@ -182,7 +197,7 @@ func (s *nodeServer) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolu
 	if err := s.d.stage(ctx, rec); err != nil {
 		return nil, err
 	}
-	if err := s.d.waitForSetUp(ctx, stagePodUID(rec.VolumeID), rec); err != nil {
+	if err := s.d.waitForSetUp(ctx, stagePodUID(rec.VolumeID), rec.VolumeID, stagedDatasetPath(rec.TargetPath)); err != nil {
 		return nil, err
 	}
 	return &csi.NodeStageVolumeResponse{}, nil
@@ -246,7 +261,7 @@ func (s *nodeServer) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstage
 	if err := s.d.unstage(ctx, req.GetVolumeId(), staging); err != nil {
 		return nil, err
 	}
-	if err := s.d.waitForTearDown(ctx, stagePodUID(req.GetVolumeId()), req.GetVolumeId(), staging); err != nil {
+	if err := s.d.waitForTearDown(ctx, stagePodUID(req.GetVolumeId()), req.GetVolumeId(), stagedDatasetPath(staging)); err != nil {
 		return nil, err
 	}
 	return &csi.NodeUnstageVolumeResponse{}, nil
@@ -316,7 +331,7 @@ func (d *Driver) publishStaged(ctx context.Context, req *csi.NodePublishVolumeRe
 		}
 		d.stagedPublishes[rec.TargetPath] = rec
 	}
-	if err := bindMount(d.mounter, rec.StagingPath, rec.TargetPath, rec.ReadOnly); err != nil {
+	if err := bindMount(d.mounter, stagedDatasetPath(rec.StagingPath), rec.TargetPath, rec.ReadOnly); err != nil {
 		return statusf(codes.Internal, "failed to publish volume %q at %q: %v", rec.VolumeID, rec.TargetPath, err)
 	}
 	klog.FromContext(ctx).V(2).Info("Published staged CSI volume", "volumeID", rec.VolumeID, "targetPath", rec.TargetPath, "readOnly", rec.ReadOnly)
@@ -335,7 +350,7 @@ func (d *Driver) checkStagedLocked(ctx context.Context, rec *publishRecord) erro
 	if err != nil {
 		return status.FromContextError(err).Err()
 	}
-	if vol := publishedVolume(ps, rec.StagingPath); vol == nil || vol.State != volumemanager.StateReady {
+	if vol := publishedVolume(ps, stagedDatasetPath(rec.StagingPath)); vol == nil || vol.State != volumemanager.StateReady {
 		return statusf(codes.Unavailable, "volume %q is not set up at its staging path %q yet (%s)", rec.VolumeID, rec.StagingPath, describe(vol))
 	}
 	return nil

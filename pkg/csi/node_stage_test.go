@@ -12,6 +12,7 @@ import (
 
 	csipb "github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
+	"k8s.io/mount-utils"
 
 	"github.com/volume-agent/volume-agent/pkg/csi"
 	"github.com/volume-agent/volume-agent/pkg/volume/flocker"
@@ -96,11 +97,12 @@ func TestPersistentFlockerVolume(t *testing.T) {
 	if err := e.stage(id, staging, nil); err != nil {
 		t.Fatalf("NodeStageVolume = %v", err)
 	}
-	expectContent(t, filepath.Join(staging, "PG_VERSION"), "16")
+	dataset := filepath.Join(staging, csi.StagedDatasetDir)
+	expectContent(t, filepath.Join(dataset, "PG_VERSION"), "16")
 	if ds, _ := e.emu.Dataset(id); ds.Primary != e.emu.LocalNode().UUID {
 		t.Errorf("the dataset's primary is %s, want this node", ds.Primary)
 	}
-	if info, err := os.Stat(staging); err != nil || info.Sys().(*syscall.Stat_t).Gid != 2345 {
+	if info, err := os.Stat(dataset); err != nil || info.Sys().(*syscall.Stat_t).Gid != 2345 {
 		t.Errorf("the staged volume is not owned by the volume_mount_group 2345: %v", err)
 	}
 
@@ -155,6 +157,10 @@ func TestPersistentFlockerVolume(t *testing.T) {
 			t.Errorf("a second NodeUnpublishVolume(%s) = %v", target, err)
 		}
 	}
+	// The kubelet calls NodeUnstageVolume only when this holds.
+	if refs := outsideMountRefs(t, staging); len(refs) > 0 {
+		t.Errorf("the kubelet would not unstage %s: other mounts share its source: %v", staging, refs)
+	}
 	if err := e.unstage(id, staging); err != nil {
 		t.Fatalf("NodeUnstageVolume = %v", err)
 	}
@@ -162,6 +168,10 @@ func TestPersistentFlockerVolume(t *testing.T) {
 		t.Errorf("a second NodeUnstageVolume = %v", err)
 	}
 	assertNoMountsBeneath(t, e.kubelet)
+	// The kubelet removes the staging dir with os.Remove: it must be empty.
+	if entries, err := os.ReadDir(staging); err != nil || len(entries) > 0 {
+		t.Errorf("the staging dir after NodeUnstageVolume holds %v (%v), want nothing", entries, err)
+	}
 	if ds, ok := e.emu.Dataset(id); !ok || ds.Deleted {
 		t.Error("unstaging deleted the dataset")
 	}
@@ -209,6 +219,26 @@ func expectContent(t *testing.T, path, want string) {
 	if err != nil || string(got) != want {
 		t.Fatalf("%s = %q, %v; want %q", path, got, err, want)
 	}
+}
+
+// outsideMountRefs returns the mounts that the kubelet counts as users of
+// the staging path staging before it unstages it (GetDeviceMountRefs, then
+// HasMountRefs): those sharing its source, except the ones in the kubelet's
+// own plugin dir.
+func outsideMountRefs(t *testing.T, staging string) []string {
+	t.Helper()
+	refs, err := mount.New("").GetMountRefs(staging)
+	if err != nil {
+		t.Fatalf("GetMountRefs(%s) = %v", staging, err)
+	}
+	inPluginDir := staging[strings.Index(staging, filepath.Join("plugins", "kubernetes.io")):]
+	var out []string
+	for _, ref := range refs {
+		if !strings.Contains(ref, inPluginDir) {
+			out = append(out, ref)
+		}
+	}
+	return out
 }
 
 // mountCount counts the mounts at path.

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"k8s.io/mount-utils"
 
+	"github.com/volume-agent/volume-agent/pkg/csi"
 	emulator "github.com/volume-agent/volume-agent/test/flocker"
 )
 
@@ -34,6 +35,7 @@ func TestStagedVolumeSurvivesSIGKILL(t *testing.T) {
 	socket := filepath.Join(dir, "csi.sock")
 	kubelet := filepath.Join(dir, "kubelet")
 	staging := filepath.Join(kubelet, "plugins", "kubernetes.io", "csi", "volume-agent.io", "pv", "globalmount")
+	stagedDataset := filepath.Join(staging, csi.StagedDatasetDir)
 	target := filepath.Join(kubelet, "pods", "pod-1", "volumes", "kubernetes.io~csi", "pg-data", "mount")
 	for _, d := range []string{staging, filepath.Dir(target)} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
@@ -57,7 +59,7 @@ func TestStagedVolumeSurvivesSIGKILL(t *testing.T) {
 		if _, err := node.NodePublishVolume(ctx, publishReq); err != nil {
 			t.Fatalf("NodePublishVolume = %v", err)
 		}
-		for _, path := range []string{staging, target} {
+		for _, path := range []string{stagedDataset, target} {
 			if n := countMounts(t, mounter, path); n != 1 {
 				t.Errorf("%s is mounted %d times, want once", path, n)
 			}
@@ -73,7 +75,7 @@ func TestStagedVolumeSurvivesSIGKILL(t *testing.T) {
 
 	startAgent(t, dir, socket, emu).waitReady(filepath.Join(dir, "root"))
 	// Nothing the kubelet still uses was torn down when the agent came back.
-	for _, path := range []string{staging, target} {
+	for _, path := range []string{stagedDataset, target} {
 		if n := countMounts(t, mounter, path); n != 1 {
 			t.Errorf("%s is mounted %d times after the restart, want once", path, n)
 		}
