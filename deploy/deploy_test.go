@@ -194,6 +194,27 @@ func TestDaemonSet(t *testing.T) {
 		}
 		mounts[m.MountPath] = m
 	}
+	// A mount nested in a Bidirectional one propagates to the host and
+	// stays there after the pod is gone.
+	for _, outer := range c.VolumeMounts {
+		if outer.MountPropagation == nil || *outer.MountPropagation != v1.MountPropagationBidirectional {
+			continue
+		}
+		for _, inner := range c.VolumeMounts {
+			if strings.HasPrefix(inner.MountPath, outer.MountPath+"/") {
+				t.Errorf("volume %q is mounted at %q, inside the Bidirectional mount %q: it would be left mounted on the host", inner.Name, inner.MountPath, outer.MountPath)
+			}
+		}
+	}
+	// onHost reports whether path in the pod is a host mount or inside one.
+	onHost := func(path string) bool {
+		for p := path; p != "/"; p = filepath.Dir(p) {
+			if _, ok := mounts[p]; ok {
+				return true
+			}
+		}
+		return false
+	}
 	for _, path := range []string{"/var/lib/kubelet", "/var/lib/volume-agent"} {
 		m, ok := mounts[path]
 		if !ok || m.MountPropagation == nil || *m.MountPropagation != v1.MountPropagationBidirectional {
@@ -209,15 +230,15 @@ func TestDaemonSet(t *testing.T) {
 	if want := "/var/lib/kubelet/plugins/" + driverName; filepath.Dir(socket) != want {
 		t.Errorf("the CSI socket %q is not in the plugin dir %q", socket, want)
 	}
-	if _, ok := mounts[filepath.Dir(socket)]; !ok {
-		t.Errorf("the CSI socket's dir %q is not mounted from the host", filepath.Dir(socket))
+	if !onHost(socket) {
+		t.Errorf("the CSI socket %q is not on a mount from the host", socket)
 	}
 	regDir := cfg.CSI.KubeletRegistrationDir
 	if regDir != "/var/lib/kubelet/plugins_registry" {
 		t.Errorf("--kubelet-registration-dir = %q, want the kubelet's /var/lib/kubelet/plugins_registry", regDir)
 	}
-	if _, ok := mounts[regDir]; !ok {
-		t.Errorf("the registration dir %q is not mounted from the host", regDir)
+	if !onHost(regDir) {
+		t.Errorf("the registration dir %q is not on a mount from the host", regDir)
 	}
 	if root := cfg.RootDir; mounts[root].Name == "" {
 		t.Errorf("the root dir %q is not on the host: a restarted pod would lose its state", root)

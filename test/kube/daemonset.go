@@ -95,7 +95,7 @@ func (h *harness) daemonSet() (string, error) {
 // and kube-scheduler, which bind the DaemonSet's pod to the node.
 func (h *harness) startControllers(ctx context.Context) error {
 	if err := h.start("kube-controller-manager", nil, filepath.Join(h.kubeBin, "kube-controller-manager"),
-		"--kubeconfig="+h.kubeconfig(), "--controllers=daemonset-controller", "--leader-elect=false",
+		"--kubeconfig="+h.kubeconfig(), "--controllers=daemonset-controller,garbage-collector-controller", "--leader-elect=false",
 		"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", controllerManagerPort)); err != nil {
 		return err
 	}
@@ -163,12 +163,9 @@ func scenarioDaemonSet(ctx context.Context, h *harness) error {
 	if _, err := h.kubectl(ctx, "delete", "pods", "-n", "default", "--all", "--grace-period=1", "--wait=true", "--timeout=90s"); err != nil {
 		return err
 	}
-	// Left: the DaemonSet pod's own mounts of the registration and plugin
-	// dirs, which reach the host through the Bidirectional kubelet dir...
-	if err := h.noMountsLeft(ctx, h.path("kubelet", "plugins_registry"), h.path("kubelet", "plugins", driverName)); err != nil {
+	if err := h.noMountsLeft(ctx); err != nil {
 		return err
 	}
-	// ... and go with the pod.
 	if _, err := h.kubectl(ctx, "delete", "daemonset", "-n", "kube-system", "volume-agent", "--wait=true", "--timeout=60s"); err != nil {
 		return err
 	}
