@@ -15,21 +15,37 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/volume-agent/volume-agent/pkg/apis/config"
+	"github.com/volume-agent/volume-agent/test/gitserver"
 )
 
 // TestAgentUsesExternalCSIDriver runs two agents: one as a CSI driver,
 // registered through the registration dir of the other, which sets up a
-// pod's inline csi volumes through it (kubernetes.io/csi). The pod's volumes
+// pod's inline csi volumes (emptyDir on disk and in memory, and gitRepo
+// from a loopback git server) through it (kubernetes.io/csi). The pod's volumes
 // survive a SIGKILL of the consumer, and removing the pod unpublishes them
 // in the driver, which then holds no volume.
 func TestAgentUsesExternalCSIDriver(t *testing.T) {
 	e := newEnv(t)
 	consumer := e.start()
 
+	repo, err := gitserver.Init(filepath.Join(e.dir, "repos", "site.git"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Commit(gitserver.DefaultBranch, "initial", gitserver.File("index.html", "hello\n")); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := gitserver.Start(filepath.Join(e.dir, "repos"), "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+
 	driverRoot := filepath.Join(e.dir, "driver-root")
 	sock := filepath.Join(e.dir, "csi.sock")
 	registry := filepath.Join(e.root, config.DefaultPluginRegistrationDirName)
-	driver := e.startBare("run", "--root-dir", driverRoot, "--csi-endpoint", "unix://"+sock, "--kubelet-registration-dir", registry)
+	driver := e.startBare("run", "--root-dir", driverRoot, "--csi-endpoint", "unix://"+sock, "--kubelet-registration-dir", registry,
+		"--git-allowed-protocols", "git")
 	t.Cleanup(func() {
 		// The driver's own volumes, if a failure left any.
 		if entries, err := os.ReadDir(filepath.Join(driverRoot, "pods")); err == nil && len(entries) > 0 {
@@ -64,7 +80,14 @@ spec:
         type: emptyDir
         medium: Memory
         sizeLimit: 4Mi
-`, uid))
+  - name: site
+    csi:
+      driver: volume-agent.io
+      volumeAttributes:
+        type: gitRepo
+        repository: %s
+        directory: .
+`, uid, srv.GitURL("site.git")))
 	if err := waitForErr(60*time.Second, podReady(consumer, "default/web")); err != nil {
 		_, out, _ := cli(t, "get", "volumes", "--root-dir", e.root)
 		t.Fatalf("the pod's csi volumes are not ready: %v\n%s\nconsumer:\n%s\ndriver:\n%s", err, out, consumer.output(), driver.output())
@@ -77,6 +100,10 @@ spec:
 	// The driver sets a disk emptyDir up at the target itself: a dir.
 	if info, err := os.Stat(scratch); err != nil || !info.IsDir() {
 		t.Errorf("%s is not a dir (%v)", scratch, err)
+	}
+	site := filepath.Join(e.root, "pods", uid, "volumes", "kubernetes.io~csi", "site", "mount")
+	if data, err := os.ReadFile(filepath.Join(site, "index.html")); err != nil || string(data) != "hello\n" {
+		t.Errorf("the gitRepo volume's index.html = %q, %v; want the repository's", data, err)
 	}
 	if err := os.WriteFile(filepath.Join(scratch, "data"), []byte("kept"), 0o644); err != nil {
 		t.Fatal(err)
