@@ -54,7 +54,7 @@ type SourceUpdate struct {
 // Target is where a source wants a volume set up instead of its directory
 // under the root dir: the target path of a CSI publish. The volume's
 // metadata and ready marker stay under the root dir, and the Manager keeps
-// the path there too (ROOT/pods/<uid>/targets/<escaped plugin>/<name>)
+// the path there too (ROOT/pods/<uid>/<escaped plugin>~<name>.target)
 // before the set-up starts, so that a restarted agent tears the volume down
 // at its target. A volume stays at its target until it is torn down: a
 // source must not move a volume that is (or may be) set up.

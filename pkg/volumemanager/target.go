@@ -6,23 +6,25 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/types"
 	utilstrings "k8s.io/utils/strings"
 )
 
-// targetsDirName is the dir of a pod dir that keeps the targets of its
-// volumes set up elsewhere than under the root dir: a file per volume,
-// targets/<escaped plugin>/<name>, holding the target path.
-const targetsDirName = "targets"
+// targetSuffix ends the files of a pod dir that keep the targets of its
+// volumes set up elsewhere than under the root dir: one file per volume,
+// ROOT/pods/<uid>/<escaped plugin>~<name>.target, holding the target path.
+// They sit in the pod dir itself, with no dir of their own: on ext4 every
+// directory created and removed costs a block allocated and freed, which
+// is most of what a CSI publish costs beyond the plugin's own work (see
+// docs/performance.md). Neither a plugin name nor a volume name holds "~",
+// so the last "~" splits the two.
+const targetSuffix = ".target"
 
-func (m *Manager) targetsDir(uid types.UID) string {
-	return filepath.Join(m.cfg.Layout.PodDir(uid), targetsDirName)
-}
-
-// targetFile returns ROOT/pods/<uid>/targets/<escaped plugin>/<name>.
+// targetFile returns ROOT/pods/<uid>/<escaped plugin>~<name>.target.
 func (m *Manager) targetFile(key VolumeKey) string {
-	return filepath.Join(m.targetsDir(key.PodUID), utilstrings.EscapeQualifiedName(key.Plugin), key.Name)
+	return filepath.Join(m.cfg.Layout.PodDir(key.PodUID), utilstrings.EscapeQualifiedName(key.Plugin)+"~"+key.Name+targetSuffix)
 }
 
 // writeTarget records the target of key before anything is set up there,
@@ -57,21 +59,26 @@ func (m *Manager) removeTarget(key VolumeKey) error {
 // readTargets returns the targets recorded for the volumes of the pod uid,
 // by key.
 func (m *Manager) readTargets(uid types.UID) (map[VolumeKey]string, error) {
-	dir := m.targetsDir(uid)
+	dir := m.cfg.Layout.PodDir(uid)
+	entries, err := readDirIfExists(dir)
+	if err != nil {
+		return nil, err
+	}
 	targets := map[VolumeKey]string{}
-	err := walkPluginDirs(dir, func(plugin string, entry os.DirEntry) error {
-		if !entry.Type().IsRegular() || filepath.Ext(entry.Name()) == ".tmp" {
-			return nil
+	for _, entry := range entries {
+		base, ok := strings.CutSuffix(entry.Name(), targetSuffix)
+		i := strings.LastIndex(base, "~")
+		if !ok || i <= 0 || i == len(base)-1 || !entry.Type().IsRegular() {
+			continue
 		}
-		key := VolumeKey{PodUID: uid, Plugin: plugin, Name: entry.Name()}
-		data, err := os.ReadFile(m.targetFile(key))
+		key := VolumeKey{PodUID: uid, Plugin: utilstrings.UnescapeQualifiedName(base[:i]), Name: base[i+1:]}
+		data, err := os.ReadFile(filepath.Join(dir, entry.Name()))
 		if err != nil {
-			return fmt.Errorf("failed to read the target of volume %s: %w", key, err)
+			return nil, fmt.Errorf("failed to read the target of volume %s: %w", key, err)
 		}
 		if target := string(data); filepath.IsAbs(target) {
 			targets[key] = filepath.Clean(target)
 		}
-		return nil
-	})
-	return targets, err
+	}
+	return targets, nil
 }
