@@ -273,19 +273,26 @@ func (m *Manager) Trigger() {
 }
 
 // loop runs reconciler passes until ctx is cancelled or done returns true
-// after a pass.
+// after a pass. Pod dirs are removed beside the passes, one batch at a
+// time, so that a pass never waits for the file system's removals; loop
+// waits for the last batch before it returns.
 func (m *Manager) loop(ctx context.Context, done func() bool) {
 	timer := m.cfg.Clock.NewTimer(0)
 	defer timer.Stop()
+	var removals sync.WaitGroup
+	defer removals.Wait()
 	for {
 		start := m.cfg.Clock.Now()
 		m.mu.Lock()
 		pending := m.reconcileLocked(ctx)
 		nextWake := m.nextWake
-		orphans := m.takeOrphansLocked()
+		var orphans []types.UID
+		if m.removing.Len() == 0 {
+			orphans = m.takeOrphansLocked()
+		}
 		m.mu.Unlock()
 		if len(orphans) > 0 {
-			m.removePodDirs(ctx, orphans)
+			removals.Go(func() { m.removePodDirs(ctx, orphans) })
 			pending = true
 		}
 		if m.cfg.Observer != nil {

@@ -210,7 +210,11 @@ func (m *Manager) removePodDirs(ctx context.Context, uids []types.UID) {
 		for _, uid := range uids {
 			m.prunePodNameLocked(uid)
 		}
+		m.wakeWaitersLocked()
 		m.mu.Unlock()
+		// Orphans left while this batch ran, and set-ups of these pods, wait
+		// for the next pass.
+		m.Trigger()
 	}()
 	logger := klog.FromContext(ctx)
 	mountPoints, err := m.cfg.Mounter.List()
