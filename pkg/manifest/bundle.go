@@ -19,6 +19,10 @@ type Bundle struct {
 	PersistentVolumes []*v1.PersistentVolume
 	// PersistentVolumeClaims have a namespace.
 	PersistentVolumeClaims []*v1.PersistentVolumeClaim
+	// Secrets have a namespace. They supply the secrets of CSI volumes
+	// (nodeStageSecretRef, nodePublishSecretRef); their data and stringData
+	// must never be logged, shown or written to disk.
+	Secrets []*v1.Secret
 
 	// origins maps each decoded object (by pointer) to where it came from.
 	origins map[metav1.Object]Origin
@@ -65,7 +69,7 @@ func (b *Bundle) Origin(obj metav1.Object) Origin { return b.origins[obj] }
 
 // Len returns the number of objects in b.
 func (b *Bundle) Len() int {
-	return len(b.Pods) + len(b.PersistentVolumes) + len(b.PersistentVolumeClaims)
+	return len(b.Pods) + len(b.PersistentVolumes) + len(b.PersistentVolumeClaims) + len(b.Secrets)
 }
 
 // Append adds other's objects, with their origins, to b. Validate the
@@ -74,6 +78,7 @@ func (b *Bundle) Append(other *Bundle) {
 	b.Pods = append(b.Pods, other.Pods...)
 	b.PersistentVolumes = append(b.PersistentVolumes, other.PersistentVolumes...)
 	b.PersistentVolumeClaims = append(b.PersistentVolumeClaims, other.PersistentVolumeClaims...)
+	b.Secrets = append(b.Secrets, other.Secrets...)
 	for obj, origin := range other.origins {
 		b.setOrigin(obj, origin)
 	}
@@ -94,6 +99,16 @@ func (b *Bundle) PersistentVolumeClaim(namespace, name string) *v1.PersistentVol
 	for _, claim := range b.PersistentVolumeClaims {
 		if claim.Namespace == namespace && claim.Name == name {
 			return claim
+		}
+	}
+	return nil
+}
+
+// Secret returns the Secret namespace/name, or nil.
+func (b *Bundle) Secret(namespace, name string) *v1.Secret {
+	for _, secret := range b.Secrets {
+		if secret.Namespace == namespace && secret.Name == name {
+			return secret
 		}
 	}
 	return nil

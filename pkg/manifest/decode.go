@@ -38,6 +38,7 @@ const (
 	KindPod                   = "Pod"
 	KindPersistentVolume      = "PersistentVolume"
 	KindPersistentVolumeClaim = "PersistentVolumeClaim"
+	KindSecret                = "Secret"
 	KindList                  = "List"
 )
 
@@ -49,7 +50,7 @@ const MaxManifestBytes = 32 << 20
 const StdinSource = "stdin"
 
 var (
-	objectKinds   = []string{KindPod, KindPersistentVolume, KindPersistentVolumeClaim}
+	objectKinds   = []string{KindPod, KindPersistentVolume, KindPersistentVolumeClaim, KindSecret}
 	documentKinds = append(slices.Clone(objectKinds), KindList)
 
 	scheme = newScheme()
@@ -80,7 +81,7 @@ type Options struct {
 
 // Decode reads every document of the manifest in r, YAML or JSON, and
 // returns the objects that decoded, with the defaults applied:
-//   - a Pod's or PersistentVolumeClaim's empty namespace becomes "default";
+//   - a Pod's, PersistentVolumeClaim's or Secret's empty namespace becomes "default";
 //     a PersistentVolume's namespace is cleared, as the API server does for
 //     objects that are not namespaced;
 //   - a Pod without metadata.uid gets DerivePodUID(pod, opts.NodeName,
@@ -383,6 +384,10 @@ func (d *decoder) decodeObject(original, data []byte, serializer runtime.Decoder
 		obj.Namespace = defaultNamespace(KindPersistentVolumeClaim, obj.Namespace)
 		d.bundle.PersistentVolumeClaims = append(d.bundle.PersistentVolumeClaims, obj)
 		d.bundle.setOrigin(obj, origin)
+	case *v1.Secret:
+		obj.Namespace = defaultNamespace(KindSecret, obj.Namespace)
+		d.bundle.Secrets = append(d.bundle.Secrets, obj)
+		d.bundle.setOrigin(obj, origin)
 	default:
 		// validateTypeMeta admits only the kinds above.
 		d.fail(origin, object, fmt.Errorf("decoded an unexpected %T", obj))
@@ -432,7 +437,7 @@ func joinKinds(kinds []string) string {
 // defaultNamespace returns "default" for a namespaced kind with no
 // namespace, and namespace otherwise.
 func defaultNamespace(kind, namespace string) string {
-	if namespace == "" && (kind == KindPod || kind == KindPersistentVolumeClaim) {
+	if namespace == "" && (kind == KindPod || kind == KindPersistentVolumeClaim || kind == KindSecret) {
 		return metav1.NamespaceDefault
 	}
 	return namespace
@@ -472,10 +477,14 @@ func (d *decoder) strictErrors(origin Origin, object string, err error) []error 
 // decodeError turns a failure to decode data into kind's type into an Error
 // that names the bad field and value, found by locateDecodeError; the JSON
 // decoder does not name them for a value that a type's UnmarshalJSON
-// refuses, as a resource quantity.
+// refuses, as a resource quantity. A Secret's bad value is not shown: it
+// may be the secret.
 func decodeError(origin Origin, object, kind string, data []byte, err error) error {
 	if obj, newErr := scheme.New(v1.SchemeGroupVersion.WithKind(kind)); newErr == nil {
 		if fieldErr := locateDecodeError(data, reflect.TypeOf(obj).Elem(), origin.Root); fieldErr != nil {
+			if kind == KindSecret {
+				fieldErr.BadValue = field.OmitValueType{}
+			}
 			return origin.newError(object, fieldErr.Field, fieldErr)
 		}
 	}

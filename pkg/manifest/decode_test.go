@@ -157,8 +157,8 @@ func TestDecode(t *testing.T) {
 		},
 		{
 			name:    "every problem of every document",
-			input:   "kind: Pod\nmetadata:\n  name: a\n---\napiVersion: v1\nkind: Secret\n---\napiVersion: batch/v1\n",
-			wantErr: []string{"document 1 (line 1): Pod \"default/a\": apiVersion: Required value", "document 2 (line 5): Secret: kind: Unsupported value: \"Secret\"", "document 3 (line 8): object: apiVersion: Unsupported value: \"batch/v1\"", "document 3 (line 8): object: kind: Required value"},
+			input:   "kind: Pod\nmetadata:\n  name: a\n---\napiVersion: v1\nkind: ConfigMap\n---\napiVersion: batch/v1\n",
+			wantErr: []string{"document 1 (line 1): Pod \"default/a\": apiVersion: Required value", "document 2 (line 5): ConfigMap: kind: Unsupported value: \"ConfigMap\"", "document 3 (line 8): object: apiVersion: Unsupported value: \"batch/v1\"", "document 3 (line 8): object: kind: Required value"},
 		},
 		{
 			name:     "strict: duplicate JSON key",

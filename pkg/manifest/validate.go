@@ -2,6 +2,7 @@ package manifest
 
 import (
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
@@ -31,9 +32,9 @@ var supportedAccessModes = []v1.PersistentVolumeAccessMode{
 //
 // The generic rules are Kubernetes' rules for the fields volume-agent uses:
 //   - metadata as Kubernetes validates it on creation: every object has a
-//     name, a DNS-1123 subdomain; a Pod's and a claim's namespace is a
-//     DNS-1123 label; labels and annotations are valid; a pod's UID is
-//     valid (see IsValidPodUID);
+//     name, a DNS-1123 subdomain; a Pod's, a claim's and a Secret's
+//     namespace is a DNS-1123 label; labels and annotations are valid; a
+//     pod's UID is valid (see IsValidPodUID);
 //   - a pod's volumes have names that are DNS-1123 labels, unique in the pod;
 //     each has exactly one source (counted over every field of
 //     v1.VolumeSource, so that new sources are covered); a
@@ -49,7 +50,10 @@ var supportedAccessModes = []v1.PersistentVolumeAccessMode{
 //     claim, nor two claims a spec.volumeName naming the same
 //     PersistentVolume, nor a claim one whose claimRef is to another claim
 //     (a PersistentVolume is bound to one claim); a claim's access modes are
-//     offered by the PersistentVolume it is bound to.
+//     offered by the PersistentVolume it is bound to;
+//   - a Secret's keys (of data and stringData) are valid keys, its values
+//     hold at most v1.MaxSecretSize bytes in all, and no two Secrets have
+//     the same namespace/name. No error shows a Secret's value.
 //
 // When plugins is not nil, each pod's inline volume and each
 // PersistentVolume is given to the plugin that supports it
@@ -125,6 +129,18 @@ func validate(b *Bundle, plugins *volume.VolumePluginMgr) []error {
 			claimErrs = append(claimErrs, field.Invalid(root.Child("spec", "volumeName"), claim.Spec.VolumeName, message))
 		}
 		errs = append(errs, b.fieldErrors(claim, KindPersistentVolumeClaim, claimErrs)...)
+	}
+
+	secretsByName := map[string]*v1.Secret{}
+	for _, secret := range b.Secrets {
+		root := b.Origin(secret).Root
+		secretErrs := validateSecret(secret, root)
+		key := secret.Namespace + "/" + secret.Name
+		if first, taken := secretsByName[key]; taken && secret.Name != "" {
+			secretErrs = append(secretErrs, b.duplicate(root.Child("metadata", "name"), secret.Name, first))
+		}
+		secretsByName[key] = secret
+		errs = append(errs, b.fieldErrors(secret, KindSecret, secretErrs)...)
 	}
 	return errs
 }
@@ -270,6 +286,33 @@ func validatePersistentVolumeClaim(claim *v1.PersistentVolumeClaim, root *field.
 		for _, msg := range apivalidation.NameIsDNSSubdomain(name, false) {
 			errs = append(errs, field.Invalid(specPath.Child("volumeName"), name, msg))
 		}
+	}
+	return errs
+}
+
+// validateSecret checks a Secret's metadata, the keys of its data and
+// stringData, and its size, as Kubernetes does. No error shows a value.
+func validateSecret(secret *v1.Secret, root *field.Path) field.ErrorList {
+	errs := apivalidation.ValidateObjectMeta(&secret.ObjectMeta, true, apivalidation.NameIsDNSSubdomain, root.Child("metadata"))
+	size := 0
+	for _, key := range slices.Sorted(maps.Keys(secret.Data)) {
+		errs = append(errs, validateSecretKey(root.Child("data").Key(key), key)...)
+		size += len(secret.Data[key])
+	}
+	for _, key := range slices.Sorted(maps.Keys(secret.StringData)) {
+		errs = append(errs, validateSecretKey(root.Child("stringData").Key(key), key)...)
+		size += len(secret.StringData[key])
+	}
+	if size > v1.MaxSecretSize {
+		errs = append(errs, field.TooLong(root.Child("data"), field.OmitValueType{}, v1.MaxSecretSize))
+	}
+	return errs
+}
+
+func validateSecretKey(fldPath *field.Path, key string) field.ErrorList {
+	var errs field.ErrorList
+	for _, msg := range validation.IsConfigMapKey(key) {
+		errs = append(errs, field.Invalid(fldPath, key, msg))
 	}
 	return errs
 }
