@@ -76,6 +76,10 @@ func IsUncertain(err error) bool { return err != nil && ClassOf(err) == Uncertai
 // supports a volume's spec.
 var ErrNoPluginMatched = errors.New("no volume plugin matched")
 
+// ErrSecretNotFound is wrapped by a SecretGetter's error for a Secret that
+// is not known.
+var ErrSecretNotFound = errors.New("secret not found")
+
 // Errors of ProvisionableVolumePlugin, wrapped with the details.
 var (
 	// ErrInvalidProvisionOptions: the name or another option is not

@@ -1,6 +1,7 @@
 package volume
 
 import (
+	"fmt"
 	"net"
 
 	v1 "k8s.io/api/core/v1"
@@ -10,7 +11,8 @@ import (
 	"k8s.io/utils/exec"
 )
 
-// HostConfig is what NewHost needs. Every field is required but NodeIP.
+// HostConfig is what NewHost needs. Every field is required but NodeIP and
+// GetSecret.
 type HostConfig struct {
 	Layout   Layout
 	Mounter  mount.Interface
@@ -18,7 +20,15 @@ type HostConfig struct {
 	Clock    clock.Clock
 	NodeName string
 	NodeIP   net.IP
+	// GetSecret is the host's SecretGetter; nil means no Secret is known.
+	GetSecret SecretGetter
 }
+
+// SecretGetter returns the Secret namespace/name, as the API server stores
+// it (stringData merged into data). A Secret that is not known is an error
+// wrapping ErrSecretNotFound. The caller must not change the Secret, and
+// must never log, show or write to disk its values.
+type SecretGetter func(namespace, name string) (*v1.Secret, error)
 
 // NewHost returns the VolumeHost that the agent gives its plugins. Wrapped
 // volumes are built through plugins, the registry the plugins are loaded into.
@@ -75,3 +85,12 @@ func (h *host) GetExec() exec.Interface     { return h.cfg.Exec }
 func (h *host) GetClock() clock.Clock       { return h.cfg.Clock }
 func (h *host) GetNodeName() string         { return h.cfg.NodeName }
 func (h *host) GetNodeIP() net.IP           { return h.cfg.NodeIP }
+
+func (h *host) GetSecretFunc() SecretGetter {
+	if h.cfg.GetSecret == nil {
+		return func(namespace, name string) (*v1.Secret, error) {
+			return nil, fmt.Errorf("%w: no Secrets are available to volume plugins here", ErrSecretNotFound)
+		}
+	}
+	return h.cfg.GetSecret
+}

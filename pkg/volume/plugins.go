@@ -209,6 +209,10 @@ type VolumeHost interface {
 	GetNodeName() string
 	// GetNodeIP returns this node's IP, or nil when it is not configured.
 	GetNodeIP() net.IP
+	// GetSecretFunc returns the getter of the Secrets that the sources
+	// declare, as the kubelet's does: it is read at each call, so a Secret
+	// added later is found.
+	GetSecretFunc() SecretGetter
 }
 
 // WrappedVolumeName returns the name under which a wrapped volume's metadata

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -148,8 +149,8 @@ func hashSpec(spec *volume.Spec) string {
 // reconciler pass. Pods are identified by UID; when two sources declare the
 // same UID, the source whose name sorts first wins and the other reports a
 // conflict, in its status and in a SourceConflict event. PersistentVolumes
-// (by name) and claims (by namespace/name) declared by several sources have
-// one winner too (see claimsBundleLocked).
+// (by name), claims and Secrets (by namespace/name) declared by several
+// sources have one winner too (see claimsBundleLocked).
 func (m *Manager) UpdateSources(updates ...SourceUpdate) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -263,6 +264,7 @@ func (m *Manager) recomputeDesiredLocked() {
 	sort.Strings(names)
 	defer m.recordNewConflictsLocked(previous)
 	claims := m.claimsBundleLocked(names)
+	m.updateSecretsLocked(claims.Secrets)
 
 	pods := make(map[types.UID]*desiredPod, len(m.pods))
 	for _, name := range names {
@@ -334,19 +336,20 @@ func (m *Manager) recomputeDesiredLocked() {
 	}
 }
 
-// claimsBundleLocked returns the PersistentVolumes and claims of the
-// sources named (sorted), one of each name: when several sources declare a
-// PersistentVolume of one name, or a claim of one namespace/name, the
-// source that won the last time keeps it while it still declares it, so
-// that a volume set up from it is never moved to another object; otherwise
-// the source whose name sorts first wins. Each other source gets a
-// conflict. Of several claims naming one PersistentVolume in their
-// spec.volumeName, the one that was first last time stays first.
+// claimsBundleLocked returns the PersistentVolumes, claims and Secrets of
+// the sources named (sorted), one of each name: when several sources
+// declare a PersistentVolume of one name, or a claim or Secret of one
+// namespace/name, the source that won the last time keeps it while it still
+// declares it, so that a volume set up from it is never moved to another
+// object; otherwise the source whose name sorts first wins. Each other
+// source gets a conflict. Of several claims naming one PersistentVolume in
+// their spec.volumeName, the one that was first last time stays first.
 func (m *Manager) claimsBundleLocked(names []string) *manifest.Bundle {
 	pvKey := func(pv *v1.PersistentVolume) string { return fmt.Sprintf("PersistentVolume %q", pv.Name) }
 	claimKey := func(c *v1.PersistentVolumeClaim) string {
 		return fmt.Sprintf("PersistentVolumeClaim %q", c.Namespace+"/"+c.Name)
 	}
+	secretKey := func(s *v1.Secret) string { return fmt.Sprintf("Secret %q", s.Namespace+"/"+s.Name) }
 	declared := map[string][]string{}
 	for _, name := range names {
 		if b := m.sources[name].bundle; b != nil {
@@ -355,6 +358,9 @@ func (m *Manager) claimsBundleLocked(names []string) *manifest.Bundle {
 			}
 			for _, c := range b.PersistentVolumeClaims {
 				declared[claimKey(c)] = append(declared[claimKey(c)], name)
+			}
+			for _, secret := range b.Secrets {
+				declared[secretKey(secret)] = append(declared[secretKey(secret)], name)
 			}
 		}
 	}
@@ -388,6 +394,11 @@ func (m *Manager) claimsBundleLocked(names []string) *manifest.Bundle {
 		for _, c := range s.bundle.PersistentVolumeClaims {
 			if owns(claimKey(c)) {
 				claims.PersistentVolumeClaims = append(claims.PersistentVolumeClaims, c)
+			}
+		}
+		for _, secret := range s.bundle.Secrets {
+			if owns(secretKey(secret)) {
+				claims.Secrets = append(claims.Secrets, secret)
 			}
 		}
 	}
@@ -487,6 +498,48 @@ func (m *Manager) newDesiredPod(pod *v1.Pod, source string, claims *manifest.Bun
 		dv.plugin, dv.key = plugin.Name(), key
 	}
 	return dp
+}
+
+// updateSecretsLocked makes secrets the Secrets that GetSecret returns.
+// When they changed, the set-ups that failed are tried again at once, not
+// after their backoff: one may have waited for a Secret.
+func (m *Manager) updateSecretsLocked(secrets []*v1.Secret) {
+	byName := make(map[types.NamespacedName]*v1.Secret, len(secrets))
+	for _, secret := range secrets {
+		byName[types.NamespacedName{Namespace: secret.Namespace, Name: secret.Name}] = secret
+	}
+	if maps.Equal(byName, m.secrets) {
+		return
+	}
+	m.secrets = byName
+	for _, rec := range m.volumes {
+		if rec.want != nil && rec.lastKind == OperationSetUp && rec.lastErr != nil {
+			m.executor.ResetBackoff(rec.key, OperationSetUp)
+		}
+	}
+}
+
+// GetSecret returns the Secret namespace/name that a source declares (of
+// several, the one chosen as for a claim; see UpdateSources), as the API
+// server stores it: a copy, with stringData merged into data. A Secret no
+// source declares is an error wrapping volume.ErrSecretNotFound. It is the
+// plugins' volume.SecretGetter; it never logs the Secret.
+func (m *Manager) GetSecret(namespace, name string) (*v1.Secret, error) {
+	m.mu.Lock()
+	secret := m.secrets[types.NamespacedName{Namespace: namespace, Name: name}]
+	m.mu.Unlock()
+	if secret == nil {
+		return nil, fmt.Errorf("%w: no source declares it", volume.ErrSecretNotFound)
+	}
+	secret = secret.DeepCopy()
+	if len(secret.StringData) > 0 && secret.Data == nil {
+		secret.Data = make(map[string][]byte, len(secret.StringData))
+	}
+	for key, value := range secret.StringData {
+		secret.Data[key] = []byte(value)
+	}
+	secret.StringData = nil
+	return secret, nil
 }
 
 // Sources returns the state of every source, by name.

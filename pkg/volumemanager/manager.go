@@ -164,6 +164,9 @@ type Manager struct {
 	// (as `PersistentVolume "name"`) to the source whose declaration is
 	// used; see claimsBundleLocked.
 	owners map[string]string
+	// secrets are the Secrets the sources declare, one of each name; see
+	// GetSecret.
+	secrets map[types.NamespacedName]*v1.Secret
 	// boundClaims maps the name of each PersistentVolume that claims name in
 	// their spec.volumeName to the claim that comes first, and binds it.
 	boundClaims map[string]string

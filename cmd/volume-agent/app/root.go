@@ -9,9 +9,11 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"sync/atomic"
 
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
+	v1 "k8s.io/api/core/v1"
 	"k8s.io/klog/v2"
 	"k8s.io/mount-utils"
 	"k8s.io/utils/clock"
@@ -22,6 +24,7 @@ import (
 	"github.com/volume-agent/volume-agent/pkg/faults"
 	"github.com/volume-agent/volume-agent/pkg/volume"
 	"github.com/volume-agent/volume-agent/pkg/volume/util"
+	"github.com/volume-agent/volume-agent/pkg/volumemanager"
 )
 
 // Exit codes, which scripts depend on.
@@ -92,6 +95,19 @@ type App struct {
 	stopNow context.Context
 	// pluginLoadErr keeps the plugins that failed to load, for `plugins`.
 	pluginLoadErr error
+	// secrets is the volume manager whose sources' Secrets the plugins get
+	// (the host's GetSecretFunc); set once the manager is built.
+	secrets atomic.Pointer[volumemanager.Manager]
+}
+
+// getSecret is the host's secret getter: it asks the volume manager, which
+// is built after the plugins are loaded.
+func (a *App) getSecret(namespace, name string) (*v1.Secret, error) {
+	m := a.secrets.Load()
+	if m == nil {
+		return nil, fmt.Errorf("%w: the volume manager has not started", volume.ErrSecretNotFound)
+	}
+	return m.GetSecret(namespace, name)
 }
 
 // Run runs volume-agent with args (without the program name) and returns the
@@ -179,6 +195,8 @@ func (a *App) load(cmd *cobra.Command) error {
 		Clock:    clock.RealClock{},
 		NodeName: cfg.NodeName,
 		NodeIP:   net.ParseIP(cfg.NodeIP),
+		// The manager, built later, has the Secrets.
+		GetSecret: a.getSecret,
 	}, a.Plugins)
 	// A plugin that fails to load is left out; the others work.
 	a.pluginLoadErr = a.Plugins.InitPlugins(plugins, a.Host)

@@ -130,7 +130,11 @@ func (a *App) newVolumeManager(ctx context.Context, scope func(types.UID) bool, 
 		extra(&cfg)
 	}
 	m, err := volumemanager.New(cfg)
-	return m, hookManager, err
+	if err != nil {
+		return nil, nil, err
+	}
+	a.secrets.Store(m)
+	return m, hookManager, nil
 }
 
 // runOnce runs the volume manager once over the pods uids (declared by

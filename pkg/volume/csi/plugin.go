@@ -122,14 +122,16 @@ func (p *plugin) GetAccessModes() []v1.PersistentVolumeAccessMode {
 }
 
 // ValidateSpec requires a driver name that is a DNS subdomain of at most 63
-// characters and, for a PersistentVolume, a volume handle; block volumes and
-// secret references are not supported.
+// characters and, for a PersistentVolume, a volume handle; its secret
+// references need a name and a namespace, and an inline volume's
+// nodePublishSecretRef a name (its namespace is the pod's). Block volumes
+// are not supported.
 func (p *plugin) ValidateSpec(spec *volume.Spec, fldPath *field.Path) field.ErrorList {
 	switch {
 	case spec != nil && spec.Volume != nil && spec.Volume.CSI != nil:
 		errs := validateDriverName(spec.Volume.CSI.Driver, fldPath.Child("driver"))
 		if ref := spec.Volume.CSI.NodePublishSecretRef; ref != nil {
-			errs = append(errs, field.Forbidden(fldPath.Child("nodePublishSecretRef"), fmt.Sprintf("Secret %q: secrets are not supported yet", ref.Name)))
+			errs = append(errs, validateSecretName(ref.Name, fldPath.Child("nodePublishSecretRef", "name"))...)
 		}
 		return errs
 	case spec != nil && spec.PersistentVolume != nil && spec.PersistentVolume.Spec.CSI != nil:
@@ -138,17 +140,42 @@ func (p *plugin) ValidateSpec(spec *volume.Spec, fldPath *field.Path) field.Erro
 		if src.VolumeHandle == "" {
 			errs = append(errs, field.Required(fldPath.Child("volumeHandle"), "the driver's volume ID is required"))
 		}
-		for name, ref := range map[string]*v1.SecretReference{"nodeStageSecretRef": src.NodeStageSecretRef, "nodePublishSecretRef": src.NodePublishSecretRef} {
-			if ref != nil {
-				errs = append(errs, field.Forbidden(fldPath.Child(name), fmt.Sprintf("Secret %s/%s: secrets are not supported yet", ref.Namespace, ref.Name)))
-			}
-		}
+		errs = append(errs, validateSecretRef(src.NodeStageSecretRef, fldPath.Child("nodeStageSecretRef"))...)
+		errs = append(errs, validateSecretRef(src.NodePublishSecretRef, fldPath.Child("nodePublishSecretRef"))...)
 		if mode := spec.PersistentVolume.Spec.VolumeMode; mode != nil && *mode == v1.PersistentVolumeBlock {
 			errs = append(errs, field.NotSupported(field.NewPath("spec", "volumeMode"), *mode, []string{string(v1.PersistentVolumeFilesystem)}))
 		}
 		return errs
 	}
 	return field.ErrorList{field.Required(fldPath, "a csi volume source is required")}
+}
+
+// validateSecretRef checks a PersistentVolume's secret reference, as
+// Kubernetes does: a name and a namespace are required.
+func validateSecretRef(ref *v1.SecretReference, fldPath *field.Path) field.ErrorList {
+	if ref == nil {
+		return nil
+	}
+	errs := validateSecretName(ref.Name, fldPath.Child("name"))
+	namespacePath := fldPath.Child("namespace")
+	if ref.Namespace == "" {
+		return append(errs, field.Required(namespacePath, "the Secret's namespace is required"))
+	}
+	for _, msg := range validation.IsDNS1123Label(ref.Namespace) {
+		errs = append(errs, field.Invalid(namespacePath, ref.Namespace, msg))
+	}
+	return errs
+}
+
+func validateSecretName(name string, fldPath *field.Path) field.ErrorList {
+	if name == "" {
+		return field.ErrorList{field.Required(fldPath, "the Secret's name is required")}
+	}
+	var errs field.ErrorList
+	for _, msg := range validation.IsDNS1123Subdomain(name) {
+		errs = append(errs, field.Invalid(fldPath, name, msg))
+	}
+	return errs
 }
 
 // maxDriverNameLength is the CSI spec's limit on a driver's name.

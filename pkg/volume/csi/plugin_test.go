@@ -36,6 +36,8 @@ type env struct {
 	root   string
 	driver *fakeDriver
 	plugin *plugin
+	// secrets are the Secrets the host has, by namespace/name.
+	secrets sync.Map
 }
 
 func newEnv(t *testing.T, driver *fakeDriver) *env {
@@ -48,7 +50,14 @@ func newEnv(t *testing.T, driver *fakeDriver) *env {
 // the agent: nothing but the disk carries over.
 func (e *env) restart() {
 	e.plugin = newPlugin(Config{Drivers: []DriverConfig{{Name: e.driver.name, Endpoint: "/run/fake/csi.sock"}}, Dialer: e.driver.dialer()})
-	voltesting.NewFakeVolumeHost(e.t, e.root, []volume.VolumePlugin{e.plugin}, voltesting.FakeHostOptions{})
+	voltesting.NewFakeVolumeHost(e.t, e.root, []volume.VolumePlugin{e.plugin}, voltesting.FakeHostOptions{GetSecret: e.getSecret})
+}
+
+func (e *env) getSecret(namespace, name string) (*v1.Secret, error) {
+	if secret, ok := e.secrets.Load(namespace + "/" + name); ok {
+		return secret.(*v1.Secret), nil
+	}
+	return nil, fmt.Errorf("%w: not in the test's Secrets", volume.ErrSecretNotFound)
 }
 
 func (e *env) setUp(spec *volume.Spec, pod *v1.Pod) error {
@@ -455,6 +464,32 @@ func TestValidateSpec(t *testing.T) {
 		"bad driver":   {spec: volume.NewSpecFromVolume(&v1.Volume{Name: "v", VolumeSource: v1.VolumeSource{CSI: &v1.CSIVolumeSource{Driver: "Bad_Name"}}}), want: []string{`csi.driver: Invalid value: "Bad_Name"`}},
 		"no handle":    {spec: func() *volume.Spec { s := pvSpec("pv", ""); return s }(), want: []string{"csi.volumeHandle: Required value"}},
 		"block":        {spec: func() *volume.Spec { s := pvSpec("pv", "h"); s.PersistentVolume.Spec.VolumeMode = &block; return s }(), want: []string{`spec.volumeMode: Unsupported value: "Block"`}},
+		"inline secret ref": {spec: func() *volume.Spec {
+			s := inlineSpec("v")
+			s.Volume.CSI.NodePublishSecretRef = &v1.LocalObjectReference{Name: "creds"}
+			return s
+		}()},
+		"inline secret ref without a name": {spec: func() *volume.Spec {
+			s := inlineSpec("v")
+			s.Volume.CSI.NodePublishSecretRef = &v1.LocalObjectReference{}
+			return s
+		}(), want: []string{"csi.nodePublishSecretRef.name: Required value"}},
+		"pv secret refs": {spec: func() *volume.Spec {
+			s := pvSpec("pv", "h")
+			s.PersistentVolume.Spec.CSI.NodeStageSecretRef = &v1.SecretReference{Namespace: "ns", Name: "stage"}
+			s.PersistentVolume.Spec.CSI.NodePublishSecretRef = &v1.SecretReference{Namespace: "ns", Name: "publish"}
+			return s
+		}()},
+		"pv secret refs without namespace, bad name": {spec: func() *volume.Spec {
+			s := pvSpec("pv", "h")
+			s.PersistentVolume.Spec.CSI.NodeStageSecretRef = &v1.SecretReference{Name: "stage"}
+			s.PersistentVolume.Spec.CSI.NodePublishSecretRef = &v1.SecretReference{Namespace: "Bad_NS", Name: "Bad_Name"}
+			return s
+		}(), want: []string{
+			"csi.nodeStageSecretRef.namespace: Required value",
+			`csi.nodePublishSecretRef.name: Invalid value: "Bad_Name"`,
+			`csi.nodePublishSecretRef.namespace: Invalid value: "Bad_NS"`,
+		}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			errs := p.ValidateSpec(tc.spec, field.NewPath("csi"))

@@ -46,6 +46,15 @@ type csiVolume struct {
 	mountFlags  []string
 	accessModes []v1.PersistentVolumeAccessMode
 	attributes  map[string]string
+	// stageSecret and publishSecret name the Secrets of NodeStageVolume and
+	// NodePublishVolume, or are nil.
+	stageSecret, publishSecret *secretRef
+}
+
+// secretRef names the Secret of a volume's secret reference, and the
+// reference's field, for errors.
+type secretRef struct {
+	field, namespace, name string
 }
 
 func (b *builder) volume() csiVolume {
@@ -70,11 +79,15 @@ func (b *builder) volume() csiVolume {
 		vol.attributes[contextPodUID] = string(b.pod.UID)
 		vol.attributes[contextServiceAccount] = b.pod.Spec.ServiceAccountName
 		vol.attributes[contextEphemeral] = "true"
+		if ref := csi.NodePublishSecretRef; ref != nil {
+			// An inline volume's Secret is in the pod's namespace.
+			vol.publishSecret = &secretRef{field: "csi.nodePublishSecretRef", namespace: b.pod.Namespace, name: ref.Name}
+		}
 		return vol
 	}
 	pv := b.spec.PersistentVolume
 	csi := pv.Spec.CSI
-	return csiVolume{
+	vol := csiVolume{
 		driver:      csi.Driver,
 		handle:      csi.VolumeHandle,
 		readOnly:    b.spec.ReadOnly || csi.ReadOnly,
@@ -83,6 +96,31 @@ func (b *builder) volume() csiVolume {
 		accessModes: pv.Spec.AccessModes,
 		attributes:  csi.VolumeAttributes,
 	}
+	if ref := csi.NodeStageSecretRef; ref != nil {
+		vol.stageSecret = &secretRef{field: "spec.csi.nodeStageSecretRef", namespace: ref.Namespace, name: ref.Name}
+	}
+	if ref := csi.NodePublishSecretRef; ref != nil {
+		vol.publishSecret = &secretRef{field: "spec.csi.nodePublishSecretRef", namespace: ref.Namespace, name: ref.Name}
+	}
+	return vol
+}
+
+// secrets returns the data of the Secret ref names, as CSI takes it, or nil
+// for no ref. A Secret that cannot be had (not declared yet) is a
+// Transient error naming the reference; it never holds a value.
+func (b *builder) secrets(ref *secretRef) (map[string]string, error) {
+	if ref == nil {
+		return nil, nil
+	}
+	secret, err := b.plugin.host.GetSecretFunc()(ref.namespace, ref.name)
+	if err != nil {
+		return nil, volume.NewTransientError(fmt.Errorf("failed to get Secret %q of %s: %w", ref.namespace+"/"+ref.name, ref.field, err))
+	}
+	data := make(map[string]string, len(secret.Data))
+	for key, value := range secret.Data {
+		data[key] = string(value)
+	}
+	return data, nil
 }
 
 // GetAttributes reports the volume read-only when the pod or the source asks
@@ -104,7 +142,12 @@ func (b *builder) SetUp(fsGroup *int64) error { return b.SetUpAt(b.GetPath(), fs
 // and NodePublishVolume is called again on every SetUp (drivers must accept
 // that), so a volume found after a restart is published again.
 //
-// Errors: a driver that is not registered is Transient; a CSI error with a
+// NodeStageVolume and NodePublishVolume get the data of the Secrets that
+// nodeStageSecretRef and nodePublishSecretRef name, from the host's
+// SecretGetter, as their secrets; nothing else of them is kept.
+//
+// Errors: a driver that is not registered, or a Secret that is not there
+// (yet), is Transient, naming the reference; a CSI error with a
 // final code is Final; a non-final code (Canceled, DeadlineExceeded,
 // Unavailable, ResourceExhausted, Aborted) or a lost connection during a
 // stage or publish is Uncertain.
@@ -113,6 +156,12 @@ func (b *builder) SetUpAt(dir string, fsGroup *int64) error {
 	vol := b.volume()
 	logger := klog.FromContext(b.ctx).WithValues("volumePath", dir, "driver", vol.driver, "volumeHandle", vol.handle)
 	if err := util.RemoveMetadataDir(b.metadataDir); err != nil {
+		return err
+	}
+	// The publish Secret is had first, so that a missing one stops the
+	// set-up before it stages anything.
+	publishSecrets, err := b.secrets(vol.publishSecret)
+	if err != nil {
 		return err
 	}
 	d, err := p.drivers.get(b.ctx, vol.driver)
@@ -147,7 +196,11 @@ func (b *builder) SetUpAt(dir string, fsGroup *int64) error {
 	capability := volumeCapability(vol, fp, fsGroup)
 	stagingPath := ""
 	if !vol.ephemeral && fp.has(csipb.NodeServiceCapability_RPC_STAGE_UNSTAGE_VOLUME) {
-		if stagingPath, err = b.stage(logger, d, vol, capability); err != nil {
+		stageSecrets, err := b.secrets(vol.stageSecret)
+		if err != nil {
+			return err
+		}
+		if stagingPath, err = b.stage(logger, d, vol, capability, stageSecrets); err != nil {
 			return err
 		}
 	}
@@ -159,6 +212,7 @@ func (b *builder) SetUpAt(dir string, fsGroup *int64) error {
 		VolumeCapability:  capability,
 		Readonly:          vol.readOnly,
 		VolumeContext:     vol.attributes,
+		Secrets:           publishSecrets,
 	}
 	if err := p.drivers.call(b.ctx, func(ctx context.Context) error { return d.client.NodePublishVolume(ctx, req) }); err != nil {
 		return callError(err, fmt.Sprintf("NodePublishVolume of volume %q of driver %q", vol.handle, vol.driver), true)
@@ -179,7 +233,7 @@ func (b *builder) SetUpAt(dir string, fsGroup *int64) error {
 // staged since the node booted, and returns the staging path. It holds the
 // volume's stage lock, so that no unstage runs between the claim and the
 // stage.
-func (b *builder) stage(logger klog.Logger, d *driver, vol csiVolume, capability *csipb.VolumeCapability) (string, error) {
+func (b *builder) stage(logger klog.Logger, d *driver, vol csiVolume, capability *csipb.VolumeCapability, secrets map[string]string) (string, error) {
 	p := b.plugin
 	sdir := p.stagingDir(vol.driver, vol.handle)
 	globalMount := filepath.Join(sdir, globalMountName)
@@ -205,6 +259,7 @@ func (b *builder) stage(logger klog.Logger, d *driver, vol csiVolume, capability
 		StagingTargetPath: globalMount,
 		VolumeCapability:  capability,
 		VolumeContext:     vol.attributes,
+		Secrets:           secrets,
 	}
 	if err := p.drivers.call(b.ctx, func(ctx context.Context) error { return d.client.NodeStageVolume(ctx, req) }); err != nil {
 		return "", callError(err, fmt.Sprintf("NodeStageVolume of volume %q of driver %q", vol.handle, vol.driver), true)

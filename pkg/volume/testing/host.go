@@ -22,6 +22,8 @@ type FakeHostOptions struct {
 	Clock    clock.Clock
 	NodeName string
 	NodeIP   net.IP
+	// GetSecret is the host's secret getter; nil means no Secret is known.
+	GetSecret volume.SecretGetter
 }
 
 // NewFakeVolumeHost loads plugins into a new VolumePluginMgr over a host
@@ -44,12 +46,13 @@ func NewFakeVolumeHost(t testing.TB, root string, plugins []volume.VolumePlugin,
 	}
 	mgr := &volume.VolumePluginMgr{}
 	host := volume.NewHost(volume.HostConfig{
-		Layout:   volume.Layout{Root: root},
-		Mounter:  opts.Mounter,
-		Exec:     opts.Exec,
-		Clock:    opts.Clock,
-		NodeName: opts.NodeName,
-		NodeIP:   opts.NodeIP,
+		Layout:    volume.Layout{Root: root},
+		Mounter:   opts.Mounter,
+		Exec:      opts.Exec,
+		Clock:     opts.Clock,
+		NodeName:  opts.NodeName,
+		NodeIP:    opts.NodeIP,
+		GetSecret: opts.GetSecret,
 	}, mgr)
 	if err := mgr.InitPlugins(plugins, host); err != nil {
 		t.Fatalf("failed to init plugins: %v", err)
