@@ -158,7 +158,7 @@ func (c *Client) DeletePod(ctx context.Context, uid types.UID) error {
 	return c.do(ctx, http.MethodDelete, "/pods/"+url.PathEscape(string(uid)), nil, nil)
 }
 
-// DeleteObject removes a Pod, PersistentVolume or claim added through Apply,
+// DeleteObject removes a Pod, PersistentVolume, claim or Secret added through Apply,
 // by name; a *StatusError with code 404 when the API does not keep it.
 func (c *Client) DeleteObject(ctx context.Context, ref source.ObjectRef) error {
 	return c.do(ctx, http.MethodDelete, objectPath(ref), nil, nil)

@@ -35,10 +35,9 @@ const maxManifestBytes = 4 << 20
 // shutdownTimeout bounds the wait for requests in flight at shutdown.
 const shutdownTimeout = 5 * time.Second
 
-// ApplyResponse is the answer to POST /pods.
-type ApplyResponse struct {
-	Pods []source.AppliedPod `json:"pods"`
-}
+// ApplyResponse is the answer to POST /pods: the pods and Secrets applied
+// (never a Secret's values).
+type ApplyResponse = source.Applied
 
 // ErrorResponse is the body of every error answer.
 type ErrorResponse struct {
@@ -136,7 +135,7 @@ func Handler(opts Options) http.Handler {
 		case err != nil:
 			writeError(w, http.StatusInternalServerError, err)
 		default:
-			writeJSON(w, http.StatusCreated, ApplyResponse{Pods: applied})
+			writeJSON(w, http.StatusCreated, applied)
 		}
 	})
 	deleteHandler := func(remove func(r *http.Request) error) http.HandlerFunc {
@@ -175,6 +174,7 @@ var objectPaths = map[string]string{
 	"/pods/{namespace}/{name}":                   manifest.KindPod,
 	"/persistentvolumes/{name}":                  manifest.KindPersistentVolume,
 	"/persistentvolumeclaims/{namespace}/{name}": manifest.KindPersistentVolumeClaim,
+	"/secrets/{namespace}/{name}":                manifest.KindSecret,
 }
 
 // objectPath returns the path of the object ref, for DELETE.
@@ -186,6 +186,8 @@ func objectPath(ref source.ObjectRef) string {
 		return "/persistentvolumes/" + url.PathEscape(ref.Name)
 	case manifest.KindPersistentVolumeClaim:
 		return "/persistentvolumeclaims/" + url.PathEscape(ref.Namespace) + "/" + url.PathEscape(ref.Name)
+	case manifest.KindSecret:
+		return "/secrets/" + url.PathEscape(ref.Namespace) + "/" + url.PathEscape(ref.Name)
 	}
 	return "/" + url.PathEscape(strings.ToLower(ref.Kind)) + "s/" + url.PathEscape(ref.Namespace) + "/" + url.PathEscape(ref.Name)
 }

@@ -2,6 +2,7 @@ package source
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -9,15 +10,19 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
+	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/volume-agent/volume-agent/pkg/manifest"
+	"github.com/volume-agent/volume-agent/pkg/volumemanager"
 )
 
 // APIPrefix starts the source names of the pods added through the local API.
@@ -46,6 +51,18 @@ type InvalidManifestError struct{ Err error }
 func (e *InvalidManifestError) Error() string { return e.Err.Error() }
 func (e *InvalidManifestError) Unwrap() error { return e.Err }
 
+// apiSecretsSource is the source name of the Secrets applied through the
+// API, which are kept in memory only.
+const apiSecretsSource = APIPrefix + "secrets"
+
+// Applied is what Apply added or replaced.
+type Applied struct {
+	Pods []AppliedPod `json:"pods"`
+	// Secrets are kept in memory only: they must be applied again after
+	// the agent restarts.
+	Secrets []ObjectRef `json:"secrets,omitempty"`
+}
+
 // AppliedPod names a pod that Apply added or updated.
 type AppliedPod struct {
 	UID       types.UID `json:"uid"`
@@ -57,7 +74,7 @@ type AppliedPod struct {
 }
 
 // ObjectRef names an object that the API keeps: a Pod, a PersistentVolume
-// (no namespace) or a PersistentVolumeClaim.
+// (no namespace), a PersistentVolumeClaim or a Secret.
 type ObjectRef struct {
 	Kind      string `json:"kind"`
 	Namespace string `json:"namespace,omitempty"`
@@ -118,19 +135,26 @@ func keptObjects(b *manifest.Bundle) []keptObject {
 	return out
 }
 
-// API is the source of the pods, PersistentVolumes and claims added through
-// the local API. It keeps each object as a JSON file of its own in its
-// directory (pods with their UID set), named after its kind, namespace and
-// name (see ObjectRef), which it reads as a Dir, so that they survive a
-// restart and are desired again before anything is torn down. Files of the
-// older naming (pods by UID, claims by namespace and name joined with "-")
-// are read too, and removed when their object is applied again or deleted.
+// API is the source of the pods, PersistentVolumes, claims and Secrets added
+// through the local API. It keeps each object but a Secret as a JSON file of
+// its own in its directory (pods with their UID set), named after its kind,
+// namespace and name (see ObjectRef), which it reads as a Dir, so that they
+// survive a restart and are desired again before anything is torn down.
+// Files of the older naming (pods by UID, claims by namespace and name joined
+// with "-") are read too, and removed when their object is applied again or
+// deleted.
+//
+// Secrets are kept in memory only, never on disk, and are one source of
+// their own (APIPrefix + "secrets"): after a restart they are gone until
+// they are applied again, and the volumes that need them wait.
 type API struct {
 	dir  *Dir
 	sink Sink
 	opts manifest.Options
 	// mu serialises changes, so that a file is never written twice at once.
 	mu sync.Mutex
+	// secrets are the Secrets applied since the start.
+	secrets map[ObjectRef]*v1.Secret
 }
 
 // NewAPI returns the API source keeping its objects in dir, which is created
@@ -140,7 +164,7 @@ func NewAPI(dir string, sink Sink, opts manifest.Options) (*API, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &API{dir: d, sink: sink, opts: opts}, nil
+	return &API{dir: d, sink: sink, opts: opts, secrets: map[ObjectRef]*v1.Secret{}}, nil
 }
 
 // Sync reads the objects kept on disk, as Dir.Sync does. A missing directory
@@ -179,37 +203,49 @@ func (a *API) Sync(ctx context.Context) error {
 // takes, and adds or replaces its objects. An object replaces the one of the
 // same kind, namespace and name; a pod also replaces a pod the API keeps
 // with its UID. The replaced pod's volumes are torn down, and the new pod's
-// set up, from one update: the two are never desired at once. Invalid input
-// is an *InvalidManifestError; a pod whose UID another source declares is
-// ErrPodNotFromAPI. Either way nothing is changed.
-func (a *API) Apply(ctx context.Context, data []byte) ([]AppliedPod, error) {
+// set up, from one update: the two are never desired at once. Secrets are
+// kept in memory only, and are there before the pods of the same manifest.
+// Invalid input is an *InvalidManifestError; a pod whose UID another source
+// declares is ErrPodNotFromAPI. Either way nothing is changed.
+func (a *API) Apply(ctx context.Context, data []byte) (Applied, error) {
 	bundle, err := manifest.Load(bytes.NewReader(data), apiSourceName, a.opts)
 	if err != nil {
-		return nil, &InvalidManifestError{Err: err}
+		return Applied{}, &InvalidManifestError{Err: err}
 	}
 	if bundle.Len() == 0 {
-		return nil, &InvalidManifestError{Err: errors.New("the manifest holds no object")}
+		return Applied{}, &InvalidManifestError{Err: errors.New("the manifest holds no object")}
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, pod := range bundle.Pods {
 		if source := a.sink.SourceOf(pod.UID); source != "" && !strings.HasPrefix(source, APIPrefix) {
-			return nil, fmt.Errorf("%w: pod %s/%s (UID %s) comes from %s", ErrPodNotFromAPI, pod.Namespace, pod.Name, pod.UID, source)
+			return Applied{}, fmt.Errorf("%w: pod %s/%s (UID %s) comes from %s", ErrPodNotFromAPI, pod.Namespace, pod.Name, pod.UID, source)
+		}
+	}
+	applied := Applied{Pods: make([]AppliedPod, 0, len(bundle.Pods))}
+	if len(bundle.Secrets) > 0 {
+		for _, secret := range bundle.Secrets {
+			ref := ObjectRef{Kind: manifest.KindSecret, Namespace: secret.Namespace, Name: secret.Name}
+			a.secrets[ref] = secret
+			applied.Secrets = append(applied.Secrets, ref)
+		}
+		a.updateSecrets()
+		if bundle.Len() == len(bundle.Secrets) {
+			return applied, nil
 		}
 	}
 	if err := os.MkdirAll(a.dir.Path(), 0o750); err != nil {
-		return nil, fmt.Errorf("failed to create API manifest dir: %w", err)
+		return applied, fmt.Errorf("failed to create API manifest dir: %w", err)
 	}
 	stored, err := a.stored()
 	if err != nil {
-		return nil, err
+		return applied, err
 	}
-	applied := make([]AppliedPod, 0, len(bundle.Pods))
 	var replaced []storedObject
 	for _, kept := range keptObjects(bundle) {
 		ref, name := kept.ref, kept.ref.fileName()
 		if err := a.write(name, kept.obj); err != nil {
-			return nil, err
+			return applied, err
 		}
 		var old []storedObject
 		for _, obj := range stored {
@@ -224,7 +260,7 @@ func (a *API) Apply(ctx context.Context, data []byte) ([]AppliedPod, error) {
 					pod.Replaced = obj.uid
 				}
 			}
-			applied = append(applied, pod)
+			applied.Pods = append(applied.Pods, pod)
 		}
 		for _, obj := range old {
 			if filepath.Base(obj.path) != name {
@@ -235,9 +271,24 @@ func (a *API) Apply(ctx context.Context, data []byte) ([]AppliedPod, error) {
 	// The files of replaced objects go before the one Sync, which tells the
 	// manager of the old and new at once.
 	if err := a.remove(replaced); err != nil {
-		return nil, err
+		return applied, err
 	}
 	return applied, a.dir.Sync(ctx)
+}
+
+// updateSecrets tells the sink of the Secrets kept; a.mu must be held.
+func (a *API) updateSecrets() {
+	if len(a.secrets) == 0 {
+		a.sink.UpdateSources(volumemanager.SourceUpdate{Source: apiSecretsSource, Removed: true})
+		return
+	}
+	bundle := &manifest.Bundle{}
+	for _, ref := range slices.SortedFunc(maps.Keys(a.secrets), func(x, y ObjectRef) int {
+		return cmp.Or(cmp.Compare(x.Namespace, y.Namespace), cmp.Compare(x.Name, y.Name))
+	}) {
+		bundle.Secrets = append(bundle.Secrets, a.secrets[ref])
+	}
+	a.sink.UpdateSources(volumemanager.SourceUpdate{Source: apiSecretsSource, Bundle: bundle})
 }
 
 // Delete removes the pod uid that the API added. A pod another source
@@ -268,22 +319,30 @@ func (a *API) Delete(ctx context.Context, uid types.UID) error {
 }
 
 // DeleteObject removes the object ref that the API added; an empty
-// namespace of a Pod or claim means "default". An object the API does not
-// keep (or a kind it does not take) is ErrObjectNotFound.
+// namespace of a Pod, claim or Secret means "default". An object the API
+// does not keep (or a kind it does not take) is ErrObjectNotFound.
 func (a *API) DeleteObject(ctx context.Context, ref ObjectRef) error {
 	switch ref.Kind {
-	case manifest.KindPod, manifest.KindPersistentVolumeClaim:
+	case manifest.KindPod, manifest.KindPersistentVolumeClaim, manifest.KindSecret:
 		if ref.Namespace == "" {
 			ref.Namespace = metav1.NamespaceDefault
 		}
 	case manifest.KindPersistentVolume:
 		ref.Namespace = ""
 	default:
-		return fmt.Errorf("%w: the API keeps no objects of kind %q, only %s, %s and %s", ErrObjectNotFound, ref.Kind,
-			manifest.KindPod, manifest.KindPersistentVolume, manifest.KindPersistentVolumeClaim)
+		return fmt.Errorf("%w: the API keeps no objects of kind %q, only %s, %s, %s and %s", ErrObjectNotFound, ref.Kind,
+			manifest.KindPod, manifest.KindPersistentVolume, manifest.KindPersistentVolumeClaim, manifest.KindSecret)
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if ref.Kind == manifest.KindSecret {
+		if a.secrets[ref] == nil {
+			return fmt.Errorf("%w: %s was not applied through the API since the agent started (it keeps Secrets in memory only)", ErrObjectNotFound, ref)
+		}
+		delete(a.secrets, ref)
+		a.updateSecrets()
+		return nil
+	}
 	stored, err := a.stored()
 	if err != nil {
 		return err
@@ -313,8 +372,8 @@ type storedObject struct {
 
 // stored returns the objects kept in the directory, each in a file that
 // holds it alone; a missing directory holds none. Files that do not decode,
-// or hold several objects (put there by hand), are left out: they are never
-// replaced or removed.
+// or hold several objects or a Secret (put there by hand), are left out:
+// they are never replaced or removed.
 func (a *API) stored() ([]storedObject, error) {
 	entries, err := os.ReadDir(a.dir.Path())
 	if errors.Is(err, fs.ErrNotExist) {
@@ -330,7 +389,7 @@ func (a *API) stored() ([]storedObject, error) {
 		}
 		path := filepath.Join(a.dir.Path(), entry.Name())
 		bundle, err := manifest.DecodeFile(path, manifest.Options{NodeName: a.opts.NodeName})
-		if err != nil || bundle.Len() != 1 {
+		if err != nil || bundle.Len() != 1 || len(bundle.Secrets) > 0 {
 			continue
 		}
 		obj := storedObject{path: path, ref: keptObjects(bundle)[0].ref}

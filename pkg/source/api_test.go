@@ -24,8 +24,8 @@ func pvManifest(name, path string) string {
 }
 
 // objects returns "Kind ns/name=detail" of every object the sink holds,
-// sorted, where detail is a claim's volumeName, a PV's hostPath and a pod's
-// UID.
+// sorted, where detail is a claim's volumeName, a PV's hostPath, a pod's
+// UID and a Secret's stringData token.
 func (s *fakeSink) objects() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -39,6 +39,9 @@ func (s *fakeSink) objects() []string {
 		}
 		for _, c := range b.PersistentVolumeClaims {
 			out = append(out, "PersistentVolumeClaim "+c.Namespace+"/"+c.Name+"="+c.Spec.VolumeName)
+		}
+		for _, secret := range b.Secrets {
+			out = append(out, "Secret "+secret.Namespace+"/"+secret.Name+"="+secret.StringData["token"])
 		}
 	}
 	slices.Sort(out)
@@ -62,7 +65,7 @@ func mustApply(t *testing.T, api *API, content string) []AppliedPod {
 	if err != nil {
 		t.Fatalf("Apply(%q) = %v", content, err)
 	}
-	return applied
+	return applied.Pods
 }
 
 func wantObjects(t *testing.T, sink *fakeSink, want ...string) {
@@ -228,4 +231,79 @@ func TestAPISyncFinishesAnInterruptedReplace(t *testing.T) {
 	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the replaced file is still there: %v", err)
 	}
+}
+
+func secretManifest(namespace, name, token string) string {
+	return "apiVersion: v1\nkind: Secret\nmetadata: {namespace: " + namespace + ", name: " + name + "}\nstringData:\n  token: " + token + "\n"
+}
+
+// TestAPIKeepsSecretsInMemoryOnly: applied Secrets reach the sink, are
+// replaced and deleted by namespace/name, are never written to disk, and
+// are gone after a restart.
+func TestAPIKeepsSecretsInMemoryOnly(t *testing.T) {
+	api, sink, dir := newTestAPI(t)
+	ctx := context.Background()
+	applied, err := api.Apply(ctx, []byte(secretManifest("team", "creds", "s3cret-1")+"---\n"+secretManifest("", "other", "s3cret-2")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []ObjectRef{{Kind: manifest.KindSecret, Namespace: "team", Name: "creds"}, {Kind: manifest.KindSecret, Namespace: "default", Name: "other"}}; !slices.Equal(applied.Secrets, want) {
+		t.Errorf("Apply() secrets = %v, want %v", applied.Secrets, want)
+	}
+	wantObjects(t, sink, "Secret default/other=s3cret-2", "Secret team/creds=s3cret-1")
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("applying Secrets alone created the API dir (%v)", err)
+	}
+
+	// With a pod: the pod is written, the Secret is not.
+	web := "Pod default/web=" + string(mustApply(t, api, podManifest("web")+"---\n"+secretManifest("team", "creds", "s3cret-3"))[0].UID)
+	wantObjects(t, sink, web, "Secret default/other=s3cret-2", "Secret team/creds=s3cret-3")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, entry := range entries {
+		data, err := os.ReadFile(filepath.Join(dir, entry.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(data), "s3cret") || strings.Contains(entry.Name(), "secret") {
+			t.Errorf("%s holds a Secret", entry.Name())
+		}
+	}
+
+	for _, tc := range []struct {
+		ref     ObjectRef
+		wantErr error
+	}{
+		{ObjectRef{Kind: manifest.KindSecret, Name: "other"}, nil},
+		{ObjectRef{Kind: manifest.KindSecret, Name: "other"}, ErrObjectNotFound},
+		{ObjectRef{Kind: manifest.KindSecret, Namespace: "default", Name: "creds"}, ErrObjectNotFound},
+	} {
+		if err := api.DeleteObject(ctx, tc.ref); !errors.Is(err, tc.wantErr) {
+			t.Errorf("DeleteObject(%s) = %v, want %v", tc.ref, err, tc.wantErr)
+		}
+	}
+	wantObjects(t, sink, web, "Secret team/creds=s3cret-3")
+	if err := api.DeleteObject(ctx, ObjectRef{Kind: manifest.KindSecret, Namespace: "team", Name: "creds"}); err != nil {
+		t.Fatal(err)
+	}
+	if objs := sink.objects(); len(objs) != 1 {
+		t.Errorf("objects = %q, want the pod only", objs)
+	}
+	if _, ok := sink.bundles[apiSecretsSource]; ok {
+		t.Error("the Secrets source is left with no Secret")
+	}
+
+	// A restarted agent has the pod, and no Secret.
+	mustApply(t, api, secretManifest("team", "creds", "s3cret-4"))
+	sink2 := newFakeSink()
+	api2, err := NewAPI(dir, sink2, manifest.Options{NodeName: "node"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := api2.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wantObjects(t, sink2, web)
 }

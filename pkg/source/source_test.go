@@ -253,15 +253,15 @@ func TestAPIApplyAndDelete(t *testing.T) {
 	}
 
 	applied, err := api.Apply(ctx, []byte(podManifest("web")))
-	if err != nil || len(applied) != 1 || applied[0].Name != "web" || applied[0].UID == "" {
+	if err != nil || len(applied.Pods) != 1 || applied.Pods[0].Name != "web" || applied.Pods[0].UID == "" {
 		t.Fatalf("Apply() = %+v, %v", applied, err)
 	}
-	uid := applied[0].UID
+	uid := applied.Pods[0].UID
 	if got := sink.SourceOf(uid); !strings.HasPrefix(got, APIPrefix) {
 		t.Errorf("SourceOf(%s) = %q", uid, got)
 	}
 	again, err := api.Apply(ctx, []byte(podManifest("web")))
-	if err != nil || again[0].UID != uid {
+	if err != nil || again.Pods[0].UID != uid {
 		t.Errorf("applying the same pod again gave %+v, %v; want UID %s", again, err, uid)
 	}
 

@@ -248,12 +248,14 @@ func (a *App) newApplyCommand() *cobra.Command {
 	var file string
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE",
-		Short: "Add or replace pods, PersistentVolumes and claims in the running agent",
+		Short: "Add or replace pods, PersistentVolumes, claims and Secrets in the running agent",
 		Long: `Send a manifest to the running agent, which validates it as "volume-agent
 validate" does, keeps its objects across restarts, and sets the pods' volumes
 up. An object replaces the one of the same kind, namespace and name that was
 applied before; a replaced pod's volumes are torn down as the new pod's are set
 up (a pod without metadata.uid gets a new UID when its content changes).
+Secrets (of CSI volumes) are kept in memory only, never on disk: apply them
+again after the agent restarts.
 Exits 2 when the manifest is invalid, and 1 when no agent is running.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -275,6 +277,9 @@ Exits 2 when the manifest is invalid, and 1 when no agent is running.`,
 			if err != nil {
 				return clientError(err)
 			}
+			for _, secret := range resp.Secrets {
+				fmt.Fprintf(a.Stdout, "secret %s/%s applied (kept in memory only: apply it again after an agent restart)\n", secret.Namespace, secret.Name)
+			}
 			for _, pod := range resp.Pods {
 				if pod.Replaced != "" {
 					fmt.Fprintf(a.Stdout, "pod %s/%s applied (uid %s, replacing uid %s)\n", pod.Namespace, pod.Name, pod.UID, pod.Replaced)
@@ -295,17 +300,19 @@ var deleteKinds = map[string]string{
 	"pod": manifest.KindPod, "pods": manifest.KindPod, "po": manifest.KindPod,
 	"persistentvolume": manifest.KindPersistentVolume, "persistentvolumes": manifest.KindPersistentVolume, "pv": manifest.KindPersistentVolume,
 	"persistentvolumeclaim": manifest.KindPersistentVolumeClaim, "persistentvolumeclaims": manifest.KindPersistentVolumeClaim, "pvc": manifest.KindPersistentVolumeClaim,
+	"secret": manifest.KindSecret, "secrets": manifest.KindSecret,
 }
 
 func (a *App) newDeleteCommand() *cobra.Command {
 	var uid, namespace string
 	cmd := &cobra.Command{
-		Use:   "delete (--pod-uid UID | pod|pv|pvc NAME [-n NAMESPACE])",
-		Short: "Remove a pod, PersistentVolume or claim added with apply from the running agent",
+		Use:   "delete (--pod-uid UID | pod|pv|pvc|secret NAME [-n NAMESPACE])",
+		Short: "Remove a pod, PersistentVolume, claim or Secret added with apply from the running agent",
 		Long: `Remove an object added with apply from the running agent: a pod by its UID
 (as apply printed it) or by namespace and name, a PersistentVolume by name, or
-a PersistentVolumeClaim by namespace and name. The namespace defaults to
-"default". A removed pod's volumes are torn down.`,
+a PersistentVolumeClaim or Secret by namespace and name. The namespace defaults
+to "default". A removed pod's volumes are torn down; volumes already set up
+with a removed Secret stay set up.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			switch {
 			case uid != "" && len(args) == 0:
@@ -313,9 +320,9 @@ a PersistentVolumeClaim by namespace and name. The namespace defaults to
 			case uid != "":
 				return invalidInput(errors.New("give either --pod-uid or a kind and a name, not both"))
 			case len(args) != 2:
-				return invalidInput(fmt.Errorf("want --pod-uid UID, or a kind (pod, pv or pvc) and a name; got %d arguments", len(args)))
+				return invalidInput(fmt.Errorf("want --pod-uid UID, or a kind (pod, pv, pvc or secret) and a name; got %d arguments", len(args)))
 			case deleteKinds[args[0]] == "":
-				return invalidInput(fmt.Errorf("invalid kind %q: want pod, pv (persistentvolume) or pvc (persistentvolumeclaim)", args[0]))
+				return invalidInput(fmt.Errorf("invalid kind %q: want pod, pv (persistentvolume), pvc (persistentvolumeclaim) or secret", args[0]))
 			}
 			return nil
 		},
@@ -350,7 +357,7 @@ a PersistentVolumeClaim by namespace and name. The namespace defaults to
 		},
 	}
 	cmd.Flags().StringVar(&uid, "pod-uid", "", "UID of the pod, as apply printed it")
-	cmd.Flags().StringVarP(&namespace, "namespace", "n", metav1.NamespaceDefault, "namespace of a pod or claim")
+	cmd.Flags().StringVarP(&namespace, "namespace", "n", metav1.NamespaceDefault, "namespace of a pod, claim or Secret")
 	return cmd
 }
 

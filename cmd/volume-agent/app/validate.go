@@ -14,7 +14,7 @@ func (a *App) newValidateCommand() *cobra.Command {
 	var files []string
 	cmd := &cobra.Command{
 		Use:   "validate -f FILE",
-		Short: "Check pod, PersistentVolume and claim manifests without touching anything",
+		Short: "Check pod, PersistentVolume, claim and Secret manifests without touching anything",
 		Long: `Check manifests as setup would, without touching anything on disk. Each problem
 names the file, the document, and the field path, as spec.volumes[1].emptyDir.medium.
 Several files are also checked together, as setup takes them. Exits 0 when every file is valid and 2 otherwise.`,
@@ -32,8 +32,8 @@ Several files are also checked together, as setup takes them. Exits 0 when every
 					continue
 				}
 				all.Append(bundle)
-				fmt.Fprintf(a.Stdout, "%s: valid: %d pods, %d persistent volumes, %d claims\n",
-					file, len(bundle.Pods), len(bundle.PersistentVolumes), len(bundle.PersistentVolumeClaims))
+				fmt.Fprintf(a.Stdout, "%s: valid: %d pods, %d persistent volumes, %d claims, %d secrets\n",
+					file, len(bundle.Pods), len(bundle.PersistentVolumes), len(bundle.PersistentVolumeClaims), len(bundle.Secrets))
 			}
 			if len(problems) == 0 && len(files) > 1 {
 				// The files together, as setup takes them: duplicates and
