@@ -241,7 +241,6 @@ func (s recordStore) write(r *publishRecord) error {
 	if err != nil {
 		return fmt.Errorf("failed to write the record of %q: %w", r.TargetPath, err)
 	}
-	defer os.Remove(tmp.Name())
 	_, err = tmp.Write(append(data, '\n'))
 	if closeErr := tmp.Close(); err == nil {
 		err = closeErr
@@ -250,6 +249,7 @@ func (s recordStore) write(r *publishRecord) error {
 		err = os.Rename(tmp.Name(), file)
 	}
 	if err != nil {
+		os.Remove(tmp.Name())
 		return fmt.Errorf("failed to write the record of %q: %w", r.TargetPath, err)
 	}
 	return nil
