@@ -2,10 +2,11 @@
 // drives: NodePublishVolume plus NodeUnpublishVolume over a unix socket, for
 // an emptyDir on disk and in memory, and the emptyDir plugin's own SetUp
 // plus TearDown in the same process and run. The difference is what the CSI
-// path costs: two gRPC calls, the publish record written and synced, the
-// volume manager's source update, reconciler passes and executor, and the
-// targets kept under the root dir. Run with `make bench` (root, real
-// mounts); compare with benchstat -col /via.
+// path costs: two gRPC calls, the publish record written and removed, the
+// volume manager's source update, reconciler passes and executor, the
+// target kept under the root dir, and the removal of the volume's pod dir
+// there (which the plugin alone leaves to the kubelet). Run with `make
+// bench` (root, real mounts); compare with benchstat -col /via.
 package csi
 
 import (
