@@ -28,7 +28,7 @@ test-outoftree: ## Vet and test the out-of-tree plugin module (test/outoftree)
 	cd test/outoftree && $(GO) vet ./... && $(GO) test -race ./...
 
 .PHONY: test-csimock
-test-csimock: ## Test the csi plugin against Kubernetes' CSI mock driver (test/csimock, a module of its own)
+test-csimock: ## Test the csi plugin and the agent against Kubernetes' CSI mock driver (test/csimock, a module of its own)
 	cd test/csimock && $(GO) vet ./... && $(GO) test -race ./...
 
 .PHONY: test-kube

@@ -1,3 +1,4 @@
-// Package csimock tests the kubernetes.io/csi plugin against Kubernetes' own
-// CSI mock driver, over a real unix socket.
+// Package csimock tests the kubernetes.io/csi plugin, alone and in a
+// `volume-agent run` process, against Kubernetes' own CSI mock driver, over a
+// real unix socket.
 package csimock

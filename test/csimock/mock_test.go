@@ -39,8 +39,11 @@ type mockDriver struct {
 	sock string
 	drv  *driver.CSIDriver
 
-	mu      sync.Mutex
-	calls   []string
+	mu    sync.Mutex
+	calls []string
+	// secrets are the secrets of the last call of each method that has
+	// them.
+	secrets map[string]map[string]string
 	fail    map[string][]codes.Code
 	block   map[string]chan struct{}
 	blocked chan string
@@ -48,7 +51,7 @@ type mockDriver struct {
 
 func startMock(t *testing.T, sock string) *mockDriver {
 	t.Helper()
-	m := &mockDriver{sock: sock, fail: map[string][]codes.Code{}, block: map[string]chan struct{}{}, blocked: make(chan string, 1)}
+	m := &mockDriver{sock: sock, secrets: map[string]map[string]string{}, fail: map[string][]codes.Code{}, block: map[string]chan struct{}{}, blocked: make(chan string, 1)}
 	m.start(t)
 	return m
 }
@@ -83,6 +86,9 @@ func (m *mockDriver) intercept(ctx context.Context, req any, info *grpc.UnarySer
 	}
 	m.mu.Lock()
 	m.calls = append(m.calls, call)
+	if r, ok := req.(interface{ GetSecrets() map[string]string }); ok {
+		m.secrets[method] = r.GetSecrets()
+	}
 	var code codes.Code
 	if codes := m.fail[method]; len(codes) > 0 {
 		code, m.fail[method] = codes[0], codes[1:]
