@@ -19,6 +19,12 @@
 // at any step neither unstages a volume a pod still uses nor leaks one no pod
 // uses.
 //
+// The Secrets that a volume's nodeStageSecretRef and nodePublishSecretRef
+// name are had from the host (VolumeHost.GetSecretFunc) at each set-up and
+// sent in NodeStageVolume and NodePublishVolume; they are never logged or
+// written to disk, and a missing one is a Transient error naming the
+// reference.
+//
 // Drivers are found in a static list and through the kubelet's
 // plugin-registration protocol in a registration dir. The plugin talks to
 // them only through the Client interface, so tests use a fake.
