@@ -386,8 +386,13 @@ func TestManagerReconstructsFromDisk(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(e.layout.PodDir("empty"), "volumes"), 0o750); err != nil {
 		t.Fatal(err)
 	}
+	// The fake mount holds a file, as a file system mounted there would
+	// show (an empty real mount point: TestManagerKeepsAPodDirWithAMountInIt).
 	mounted := filepath.Join(e.layout.PodDir("mounted"), "other")
 	if err := os.MkdirAll(mounted, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(mounted, "data"), []byte("not the agent's"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	e.mounter.MountPoints = append(e.mounter.MountPoints, mount.MountPoint{Device: "tmpfs", Path: mounted, Type: "tmpfs"})
@@ -420,7 +425,7 @@ func TestManagerReconstructsFromDisk(t *testing.T) {
 	if !exists(e.volumeDir("kept", "v")) {
 		t.Error("the desired volume was removed")
 	}
-	if !exists(mounted) {
+	if !exists(filepath.Join(mounted, "data")) {
 		t.Error("a pod dir with a mount in it was removed")
 	}
 	var kept bool

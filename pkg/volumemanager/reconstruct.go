@@ -216,14 +216,9 @@ func (m *Manager) removePodDirs(ctx context.Context, uids []types.UID) {
 		// for the next pass.
 		m.Trigger()
 	}()
-	logger := klog.FromContext(ctx)
-	mountPoints, err := m.cfg.Mounter.List()
-	if err != nil {
-		logger.Error(err, "Failed to list mount points; keeping pod dirs")
-		return
-	}
+	mounts := &mountTable{mounter: m.cfg.Mounter}
 	for _, uid := range uids {
-		if err := m.removePodDir(uid, mountPoints); err != nil {
+		if err := m.removePodDir(ctx, uid, mounts); err != nil {
 			m.mu.Lock()
 			m.recordEventLocked(Event{Type: EventWarning, Reason: ReasonPodDirKept, PodUID: uid, Pod: m.podNameLocked(uid), Message: err.Error()})
 			m.mu.Unlock()
@@ -231,7 +226,29 @@ func (m *Manager) removePodDirs(ctx context.Context, uids []types.UID) {
 	}
 }
 
-func (m *Manager) removePodDir(uid types.UID, mountPoints []mount.MountPoint) error {
+// mountTable lists the mount points once, when first asked.
+type mountTable struct {
+	mounter mount.Interface
+	listed  bool
+	points  []mount.MountPoint
+	err     error
+}
+
+func (t *mountTable) list() ([]mount.MountPoint, error) {
+	if !t.listed {
+		t.points, t.err = t.mounter.List()
+		t.listed = true
+	}
+	return t.points, t.err
+}
+
+// removePodDir removes the dir of the pod uid, which holds no volume. It
+// removes the empty dirs first: rmdir(2) removes neither a mount point
+// (EBUSY) nor a dir with anything in it, and it is all a torn-down pod
+// leaves. Only when something is left is the mount table read (0.1-0.5 ms
+// on the test VM with 20-220 mounts): a dir with a mount in it is kept;
+// else what is left is removed without crossing a mount.
+func (m *Manager) removePodDir(ctx context.Context, uid types.UID, mounts *mountTable) error {
 	dir := m.cfg.Layout.PodDir(uid)
 	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -250,50 +267,60 @@ func (m *Manager) removePodDir(uid types.UID, mountPoints []mount.MountPoint) er
 		m.Trigger()
 		return nil
 	}
+	logger := klog.FromContext(ctx)
+	if removeEmptyDirs(dir) {
+		logger.V(2).Info("Removed pod dir", "podUID", uid, "path", dir)
+		return nil
+	}
+	mountPoints, err := mounts.list()
+	if err != nil {
+		return fmt.Errorf("keeping pod dir %q: failed to list mount points: %w", dir, err)
+	}
 	prefix := dir + string(filepath.Separator)
 	for _, mp := range mountPoints {
 		if mp.Path == dir || strings.HasPrefix(mp.Path, prefix) {
 			return fmt.Errorf("keeping pod dir %q: %q is still mounted in it", dir, mp.Path)
 		}
 	}
-	// What the volumes leave is empty dirs: remove them without deleting
-	// anything, then remove what else the agent left (files in the
-	// metadata dirs) without crossing a mount.
-	removeEmptyDirs(dir)
+	// What else the agent left (files in the metadata dirs) goes without
+	// crossing a mount.
 	if err := util.RemoveVolumeDir(m.cfg.Mounter, dir); err != nil {
 		return fmt.Errorf("failed to remove pod dir %q: %w", dir, err)
 	}
-	klog.V(2).InfoS("Removed pod dir", "podUID", uid, "path", dir)
+	logger.V(2).Info("Removed pod dir", "podUID", uid, "path", dir)
 	return nil
 }
 
 // removeEmptyDirs removes dir and the directories beneath it that are empty,
-// bottom up, never leaving dir's device and never following a symlink.
-func removeEmptyDirs(dir string) {
+// bottom up, never leaving dir's device and never following a symlink. It
+// reports whether dir is gone.
+func removeEmptyDirs(dir string) bool {
 	root, err := os.Lstat(dir)
 	if err != nil || !root.IsDir() {
-		return
+		return errors.Is(err, fs.ErrNotExist)
 	}
-	var walk func(string)
-	walk = func(d string) {
+	var walk func(string) bool
+	walk = func(d string) bool {
 		entries, err := os.ReadDir(d)
 		if err != nil {
-			return
+			return false
 		}
+		empty := true
 		for _, entry := range entries {
 			if !entry.IsDir() {
+				empty = false
 				continue
 			}
 			child := filepath.Join(d, entry.Name())
 			info, err := os.Lstat(child)
-			if err != nil || !sameDevice(root, info) {
-				continue
+			if err != nil || !sameDevice(root, info) || !walk(child) {
+				empty = false
 			}
-			walk(child)
 		}
-		_ = os.Remove(d)
+		// rmdir(2), not os.Remove, which tries unlink(2) first.
+		return empty && syscall.Rmdir(d) == nil
 	}
-	walk(dir)
+	return walk(dir)
 }
 
 func sameDevice(a, b os.FileInfo) bool {
