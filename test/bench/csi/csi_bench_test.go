@@ -138,16 +138,7 @@ func processCPU(b *testing.B) time.Duration {
 
 func benchCSI(b *testing.B, medium v1.StorageMedium) {
 	a := newAgent(b)
-	parent := filepath.Join(a.dir, "kubelet", "pods", "pod", "volumes", "kubernetes.io~csi", "scratch")
-	if err := os.MkdirAll(parent, 0o750); err != nil {
-		b.Fatal(err)
-	}
-	target := filepath.Join(parent, "mount")
-	capability := &csipb.VolumeCapability{
-		AccessType: &csipb.VolumeCapability_Mount{Mount: &csipb.VolumeCapability_MountVolume{}},
-		AccessMode: &csipb.VolumeCapability_AccessMode{Mode: csipb.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
-	}
-	ctx := context.Background()
+	target := a.target(b, "pod")
 	i := 0
 	defer reportCPU(b)()
 	for b.Loop() {
@@ -155,18 +146,66 @@ func benchCSI(b *testing.B, medium v1.StorageMedium) {
 		// is reused.
 		id := fmt.Sprintf("csi-%d", i)
 		i++
-		_, err := a.node.NodePublishVolume(ctx, &csipb.NodePublishVolumeRequest{
-			VolumeId:         id,
-			TargetPath:       target,
-			VolumeCapability: capability,
-			VolumeContext:    map[string]string{"type": "emptyDir", "medium": string(medium), "csi.storage.k8s.io/pod.name": "bench", "csi.storage.k8s.io/pod.namespace": "default"},
+		a.publish(b, id, target, medium)
+		a.unpublish(b, id, target)
+	}
+}
+
+// BenchmarkPublishAmongOthers publishes and unpublishes one emptyDir on
+// disk, as via=csi does, while `others` volumes published before stay.
+func BenchmarkPublishAmongOthers(b *testing.B) {
+	for _, others := range []int{0, 100, 400} {
+		b.Run(fmt.Sprintf("others=%d", others), func(b *testing.B) {
+			a := newAgent(b)
+			for j := range others {
+				pod := fmt.Sprintf("other-%d", j)
+				a.publish(b, pod, a.target(b, pod), v1.StorageMediumDefault)
+			}
+			target := a.target(b, "pod")
+			i := 0
+			defer reportCPU(b)()
+			for b.Loop() {
+				id := fmt.Sprintf("csi-%d", i)
+				i++
+				a.publish(b, id, target, v1.StorageMediumDefault)
+				a.unpublish(b, id, target)
+			}
 		})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := a.node.NodeUnpublishVolume(ctx, &csipb.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: target}); err != nil {
-			b.Fatal(err)
-		}
+	}
+}
+
+// target makes the parent of the kubelet's target path for a volume of the
+// pod, and returns the target.
+func (a *agent) target(b *testing.B, pod string) string {
+	parent := filepath.Join(a.dir, "kubelet", "pods", pod, "volumes", "kubernetes.io~csi", "scratch")
+	if err := os.MkdirAll(parent, 0o750); err != nil {
+		b.Fatal(err)
+	}
+	return filepath.Join(parent, "mount")
+}
+
+var mountCapability = &csipb.VolumeCapability{
+	AccessType: &csipb.VolumeCapability_Mount{Mount: &csipb.VolumeCapability_MountVolume{}},
+	AccessMode: &csipb.VolumeCapability_AccessMode{Mode: csipb.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
+}
+
+// publish publishes an ephemeral emptyDir of medium at target, as the
+// kubelet does.
+func (a *agent) publish(b *testing.B, id, target string, medium v1.StorageMedium) {
+	_, err := a.node.NodePublishVolume(context.Background(), &csipb.NodePublishVolumeRequest{
+		VolumeId:         id,
+		TargetPath:       target,
+		VolumeCapability: mountCapability,
+		VolumeContext:    map[string]string{"type": "emptyDir", "medium": string(medium), "csi.storage.k8s.io/pod.name": "bench", "csi.storage.k8s.io/pod.namespace": "default"},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+}
+
+func (a *agent) unpublish(b *testing.B, id, target string) {
+	if _, err := a.node.NodeUnpublishVolume(context.Background(), &csipb.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: target}); err != nil {
+		b.Fatal(err)
 	}
 }
 
