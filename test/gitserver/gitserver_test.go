@@ -67,26 +67,58 @@ func TestRepoCommitsBranchesAndTags(t *testing.T) {
 }
 
 func TestGenerate(t *testing.T) {
-	repo, err := Init(filepath.Join(t.TempDir(), "g.git"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	head, err := repo.Generate(GenerateOptions{Commits: 20, Files: 30, FileSize: 500, Seed: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n, _ := repo.Git("rev-list", "--count", head); n != "20" {
-		t.Errorf("history has %s commits, want 20", n)
-	}
-	if n, _ := repo.Git("ls-tree", "-r", "--name-only", head); len(strings.Fields(n)) != 30 {
-		t.Errorf("tree has %d files, want 30", len(strings.Fields(n)))
-	}
-	again, err := Init(filepath.Join(t.TempDir(), "g.git"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if head2, err := again.Generate(GenerateOptions{Commits: 20, Files: 30, FileSize: 500, Seed: 1}); err != nil || head2 != head {
-		t.Errorf("a second generation with the same seed gave %q, %v; want %q", head2, err, head)
+	for _, content := range []Content{Text, Random} {
+		t.Run(content.String(), func(t *testing.T) {
+			opts := GenerateOptions{Commits: 40, Files: 30, FileSize: 8 << 10, Content: content, Seed: 1}
+			repo, err := Init(filepath.Join(t.TempDir(), "g.git"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			head, err := repo.Generate(opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n, _ := repo.Git("rev-list", "--count", head); n != "40" {
+				t.Errorf("history has %s commits, want 40", n)
+			}
+			if n, _ := repo.Git("ls-tree", "-r", "--name-only", head); len(strings.Fields(n)) != 30 {
+				t.Errorf("tree has %d files, want 30", len(strings.Fields(n)))
+			}
+			if n, _ := repo.Git("cat-file", "-s", head+":"+generatedPath(0)); n < "8192" || len(n) != 4 {
+				t.Errorf("a file has %s bytes, want about 8192", n)
+			}
+			// One pack with a bitmap, as a server's repository has.
+			for pattern, want := range map[string]int{"*.pack": 1, "*.bitmap": 1} {
+				if got, _ := filepath.Glob(filepath.Join(repo.Dir, "objects", "pack", pattern)); len(got) != want {
+					t.Errorf("objects/pack has %d %s files, want %d", len(got), pattern, want)
+				}
+			}
+			// The 39 edits are stored as deltas: the pack holds one copy
+			// of the tree, compressed (Text) or not (Random), the first
+			// version of each of the 4 runs' files, and trees; stored
+			// whole, the edits would add 39 files.
+			packs, _ := filepath.Glob(filepath.Join(repo.Dir, "objects", "pack", "*.pack"))
+			if len(packs) == 1 {
+				info, err := os.Stat(packs[0])
+				if err != nil {
+					t.Fatal(err)
+				}
+				tree := int64(opts.Files * opts.FileSize)
+				if max := tree + 10*int64(opts.FileSize); info.Size() > max {
+					t.Errorf("pack has %d bytes, want at most %d", info.Size(), max)
+				}
+				if content == Random && info.Size() < tree {
+					t.Errorf("pack has %d bytes, less than the %d bytes of incompressible files", info.Size(), tree)
+				}
+			}
+			again, err := Init(filepath.Join(t.TempDir(), "g.git"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if head2, err := again.Generate(opts); err != nil || head2 != head {
+				t.Errorf("a second generation with the same options gave %q, %v; want %q", head2, err, head)
+			}
+		})
 	}
 }
 

@@ -3,6 +3,7 @@ package gitserver
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -191,6 +192,16 @@ func (r *Repo) importCommits(commits []commit) ([]string, error) {
 // parent of a branch that exists in the repository but not yet in this
 // stream.
 func (r *Repo) writeCommit(w io.Writer, mark int, branch, from, message string, entries []Entry) {
+	r.writeCommitHeader(w, mark, branch, from, message)
+	for _, e := range entries {
+		writeEntry(w, e)
+	}
+	io.WriteString(w, "\n")
+}
+
+// writeCommitHeader writes a fast-import commit command up to its first file
+// change; the caller writes the changes with writeEntry, then an empty line.
+func (r *Repo) writeCommitHeader(w io.Writer, mark int, branch, from, message string) {
 	when := r.commitTime
 	r.commitTime++
 	fmt.Fprintf(w, "commit refs/heads/%s\nmark :%d\n", branch, mark)
@@ -200,15 +211,16 @@ func (r *Repo) writeCommit(w io.Writer, mark int, branch, from, message string, 
 	if from != "" {
 		fmt.Fprintf(w, "from %s\n", from)
 	}
-	for _, e := range entries {
-		if e.Mode == Gitlink {
-			fmt.Fprintf(w, "M %s %s %s\n", e.Mode.octal(), e.Commit, quotePath(e.Path))
-			continue
-		}
-		fmt.Fprintf(w, "M %s inline %s\ndata %d\n", e.Mode.octal(), quotePath(e.Path), len(e.Content))
-		w.Write(e.Content)
-		io.WriteString(w, "\n")
+}
+
+// writeEntry writes one fast-import file change that adds or replaces e.
+func writeEntry(w io.Writer, e Entry) {
+	if e.Mode == Gitlink {
+		fmt.Fprintf(w, "M %s %s %s\n", e.Mode.octal(), e.Commit, quotePath(e.Path))
+		return
 	}
+	fmt.Fprintf(w, "M %s inline %s\ndata %d\n", e.Mode.octal(), quotePath(e.Path), len(e.Content))
+	w.Write(e.Content)
 	io.WriteString(w, "\n")
 }
 
@@ -220,24 +232,57 @@ func quotePath(p string) string {
 	return p
 }
 
+// Content is the kind of data Generate writes into files.
+type Content int
+
+const (
+	// Text is lines of source-like text, which compress about as well as
+	// source code does. It is the zero value.
+	Text Content = iota
+	// Random is incompressible bytes, like media or compressed assets. It is
+	// cheap to make, and git stores it as it is.
+	Random
+)
+
+func (c Content) String() string {
+	if c == Random {
+		return "random"
+	}
+	return "text"
+}
+
 // GenerateOptions size a generated history.
 type GenerateOptions struct {
 	// Branch receives the commits; DefaultBranch when empty.
 	Branch string
 	// Commits is the number of commits, at least 1. The first adds every
-	// file; each later one rewrites one line of one file.
+	// file; each later one changes one line (Text) or 64 bytes (Random) of
+	// one file, the same file for runs of editRun commits, as a developer
+	// edits a file over a few commits.
 	Commits int
 	// Files is the number of files, spread over directories of 100.
 	Files int
 	// FileSize is the approximate size of each file in bytes.
 	FileSize int
-	// Seed makes the content reproducible.
+	// Content is the kind of data in the files.
+	Content Content
+	// Seed makes the content reproducible: the same options give the same
+	// commit ids.
 	Seed uint64
 }
 
-// Generate writes a history of text files, like a source tree, shaped by
-// opts, in one git fast-import, then repacks the repository as a server's
-// would be. It returns the id of the last commit.
+// editRun is the number of consecutive commits that change the same file.
+// git fast-import stores each blob as a delta against the blob before it in
+// its input, so a run of edits of one file is stored as small deltas without
+// the cost of a delta search (git repack -f).
+const editRun = 10
+
+// Generate writes a history shaped by opts in one git fast-import, then
+// repacks it as a server's repository is (one pack with a bitmap index, so
+// that a clone sends the pack as it is) without a new delta search. Its
+// cost is about that of compressing the data once; it holds one file in
+// memory at a time, plus the ones the history changes. It returns the id of
+// the last commit.
 func (r *Repo) Generate(opts GenerateOptions) (string, error) {
 	if opts.Commits < 1 || opts.Files < 1 || opts.FileSize < 1 {
 		return "", errors.New("generate needs at least one commit, one file and one byte per file")
@@ -245,13 +290,19 @@ func (r *Repo) Generate(opts GenerateOptions) (string, error) {
 	if opts.Branch == "" {
 		opts.Branch = DefaultBranch
 	}
-	gen := newTextGenerator(opts.Seed)
-	files := make([][]string, opts.Files)
-	for i := range files {
-		files[i] = gen.lines(opts.FileSize)
+	from := ""
+	if id, err := r.RevParse("refs/heads/" + opts.Branch); err == nil {
+		from = id
 	}
 
-	cmd := gitCommand("", "--git-dir="+r.Dir, "fast-import", "--quiet", "--force", "--date-format=raw")
+	args := []string{"--git-dir=" + r.Dir}
+	if opts.Content == Random {
+		// zlib cannot shrink random data, only spend time trying: store it
+		// as zlib's stored blocks, which a compressing server also ends up
+		// sending.
+		args = append(args, "-c", "pack.compression=0")
+	}
+	cmd := gitCommand("", append(args, "fast-import", "--quiet", "--force", "--date-format=raw")...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return "", err
@@ -262,21 +313,27 @@ func (r *Repo) Generate(opts GenerateOptions) (string, error) {
 		return "", err
 	}
 	w := bufio.NewWriterSize(stdin, 1<<20)
-	from := ""
-	if id, err := r.RevParse("refs/heads/" + opts.Branch); err == nil {
-		from = id
+	gen := newContentGenerator(opts)
+	r.writeCommitHeader(w, 1, opts.Branch, from, "Add the generated tree")
+	for i := range opts.Files {
+		writeEntry(w, Entry{Path: generatedPath(i), Content: gen.file(i)})
 	}
-	entries := make([]Entry, 0, opts.Files)
-	for i, lines := range files {
-		entries = append(entries, Entry{Path: generatedPath(i), Content: []byte(strings.Join(lines, ""))})
-	}
-	r.writeCommit(w, 1, opts.Branch, from, "Add the generated tree", entries)
+	io.WriteString(w, "\n")
+	edits := rand.New(rand.NewPCG(opts.Seed, 0xed17))
+	changed := map[int][]byte{}
+	i := 0
 	for c := 1; c < opts.Commits; c++ {
-		i := int(gen.rng.Uint64N(uint64(opts.Files)))
-		lines := files[i]
-		lines[int(gen.rng.Uint64N(uint64(len(lines))))] = gen.line()
+		if (c-1)%editRun == 0 {
+			i = edits.IntN(opts.Files)
+		}
+		data, ok := changed[i]
+		if !ok {
+			data = gen.file(i)
+		}
+		data = gen.edit(data, edits)
+		changed[i] = data
 		r.writeCommit(w, c+1, opts.Branch, "", fmt.Sprintf("Change %s (%d)", generatedPath(i), c),
-			[]Entry{{Path: generatedPath(i), Content: []byte(strings.Join(lines, ""))}})
+			[]Entry{{Path: generatedPath(i), Content: data}})
 	}
 	werr := w.Flush()
 	if cerr := stdin.Close(); werr == nil {
@@ -288,7 +345,8 @@ func (r *Repo) Generate(opts GenerateOptions) (string, error) {
 	if werr != nil {
 		return "", werr
 	}
-	if _, err := r.Git("repack", "-a", "-d", "-f", "-q"); err != nil {
+	// --window=0: keep fast-import's deltas, look for no others.
+	if _, err := r.Git("repack", "-a", "-d", "-q", "--window=0", "--write-bitmap-index"); err != nil {
 		return "", err
 	}
 	return r.RevParse("refs/heads/" + opts.Branch)
@@ -298,50 +356,91 @@ func generatedPath(i int) string {
 	return fmt.Sprintf("pkg%03d/file%05d.go", i/100, i)
 }
 
-// textGenerator makes lines of source-like text from a fixed vocabulary, so
+// contentGenerator makes the files of a generated history. File i's first
+// version depends only on the options and i.
+type contentGenerator struct {
+	opts  GenerateOptions
+	words []string
+}
+
+func newContentGenerator(opts GenerateOptions) *contentGenerator {
+	g := &contentGenerator{opts: opts}
+	if opts.Content == Text {
+		rng := rand.New(rand.NewPCG(opts.Seed, 0x9e3779b97f4a7c15))
+		g.words = make([]string, 2048)
+		const letters = "abcdefghijklmnopqrstuvwxyz"
+		for i := range g.words {
+			b := make([]byte, 2+rng.IntN(9))
+			for j := range b {
+				b[j] = letters[rng.IntN(len(letters))]
+			}
+			g.words[i] = string(b)
+		}
+	}
+	return g
+}
+
+// file returns the first version of file i.
+func (g *contentGenerator) file(i int) []byte {
+	rng := rand.New(rand.NewPCG(g.opts.Seed, uint64(i)))
+	if g.opts.Content == Random {
+		var seed [32]byte
+		binary.LittleEndian.PutUint64(seed[:], rng.Uint64())
+		binary.LittleEndian.PutUint64(seed[8:], rng.Uint64())
+		data := make([]byte, g.opts.FileSize)
+		rand.NewChaCha8(seed).Read(data)
+		return data
+	}
+	text := g.text(rng)
+	data := make([]byte, 0, g.opts.FileSize+80)
+	for len(data) < g.opts.FileSize {
+		data = text.line(data)
+	}
+	return data
+}
+
+// edit returns data with one line (Text) or 64 bytes (Random) at a place
+// chosen by rng replaced.
+func (g *contentGenerator) edit(data []byte, rng *rand.Rand) []byte {
+	at := rng.IntN(len(data))
+	if g.opts.Content == Random {
+		for j := at; j < min(at+64, len(data)); j++ {
+			data[j] = byte(rng.Uint32())
+		}
+		return data
+	}
+	start := bytes.LastIndexByte(data[:at], '\n') + 1
+	end := len(data)
+	if n := bytes.IndexByte(data[at:], '\n'); n >= 0 {
+		end = at + n + 1
+	}
+	out := g.text(rng).line(append([]byte(nil), data[:start]...))
+	return append(out, data[end:]...)
+}
+
+func (g *contentGenerator) text(rng *rand.Rand) textSource {
+	// Word frequencies follow Zipf's law, as in source code and prose.
+	return textSource{rng: rng, zipf: rand.NewZipf(rng, 1.2, 1, uint64(len(g.words)-1)), words: g.words}
+}
+
+// textSource makes lines of source-like text from a fixed vocabulary, so
 // that the content compresses about as well as real source code does.
-type textGenerator struct {
+type textSource struct {
 	rng   *rand.Rand
 	zipf  *rand.Zipf
 	words []string
 }
 
-func newTextGenerator(seed uint64) *textGenerator {
-	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	words := make([]string, 2048)
-	const letters = "abcdefghijklmnopqrstuvwxyz"
-	for i := range words {
-		b := make([]byte, 2+rng.IntN(9))
-		for j := range b {
-			b[j] = letters[rng.IntN(len(letters))]
-		}
-		words[i] = string(b)
+// line appends one line of about 60 characters, ending in a newline, to b.
+func (t textSource) line(b []byte) []byte {
+	b = append(b, '\t')
+	for n := 1; n < 60; {
+		w := t.words[t.zipf.Uint64()]
+		b = append(b, w...)
+		b = append(b, " (.,=)"[t.rng.IntN(6)])
+		n += len(w) + 1
 	}
-	// Word frequencies follow Zipf's law, as in source code and prose.
-	return &textGenerator{rng: rng, zipf: rand.NewZipf(rng, 1.2, 1, uint64(len(words)-1)), words: words}
-}
-
-// line returns one line of about 60 characters, ending in a newline.
-func (g *textGenerator) line() string {
-	var b strings.Builder
-	b.WriteByte('\t')
-	for b.Len() < 60 {
-		b.WriteString(g.words[g.zipf.Uint64()])
-		b.WriteByte(" (.,=)"[g.rng.IntN(6)])
-	}
-	b.WriteByte('\n')
-	return b.String()
-}
-
-// lines returns lines totalling about size bytes.
-func (g *textGenerator) lines(size int) []string {
-	var out []string
-	for n := 0; n < size; {
-		l := g.line()
-		out = append(out, l)
-		n += len(l)
-	}
-	return out
+	return append(b, '\n')
 }
 
 // cleanEnv is the environment of every git process of this package: no
