@@ -19,9 +19,10 @@
 // from a mount's lower layer); and the 1-minute load average at the end of
 // the batch (load-avg), since the machine is shared.
 //
-// One sample is one batch: run with -benchtime 1x. The slowest cases, which
-// write the whole tree per volume, stop after a few samples (maxSamples),
-// so that make bench's -count 6 stays within about half an hour.
+// One sample is one batch: run with -benchtime 1x. make bench-gitrepo runs
+// the batches that write the whole tree for 20 volumes, which take minutes
+// each, with a lower -count than the others, so that the whole stays within
+// about half an hour.
 //
 // The repositories, and a finished checkout of each, are generated on the
 // first benchmark that needs them and kept in
@@ -30,8 +31,8 @@
 // else a run makes is under run-<pid> there and is removed at its end,
 // mounts included; a run that was killed is cleaned up by the next one.
 // Plain go test runs no benchmark and so generates nothing. The overlay
-// method needs root. Run:
-// go test -run '^$' -bench . -benchtime 1x -count 6 -timeout 60m ./test/bench/gitrepo/
+// method needs root. Run one case, e.g.:
+// go test -run '^$' -bench 'GitRepo/size=500MB/overlay/' -benchtime 1x -count 6 ./test/bench/gitrepo/
 package gitrepo
 
 import (
@@ -99,8 +100,6 @@ var (
 	mu       sync.Mutex
 	fixtures = map[string]*fixture{}
 	agents   = map[string]*agentRoot{}
-	// samples counts the samples of each capped case.
-	samples = map[string]int{}
 )
 
 func TestMain(m *testing.M) {
@@ -439,19 +438,6 @@ func (a *agentRoot) tearDown(uid string) error {
 	return os.RemoveAll(filepath.Join(a.root, "pods", uid))
 }
 
-// maxSamples is the number of samples of the cases that write the whole
-// tree for each of 20 volumes and take one to several minutes per batch, so
-// that make bench stays within about half an hour; 0 is no limit (-count).
-func maxSamples(sz size, m string, volumes int) int {
-	switch {
-	case m == "overlay" || volumes == 1:
-		return 0
-	case sz.name == "50MB":
-		return 3
-	}
-	return 1
-}
-
 func BenchmarkGitRepo(b *testing.B) {
 	for _, sz := range sizes {
 		for _, volumes := range []int{1, 20} {
@@ -460,16 +446,6 @@ func BenchmarkGitRepo(b *testing.B) {
 					b.StopTimer() // runBatch times the making of volumes only
 					if m.name == "overlay" && os.Geteuid() != 0 {
 						b.Skip("overlay mounts need root")
-					}
-					if n := maxSamples(sz, m.name, volumes); n > 0 {
-						key := fmt.Sprintf("%s/%s/%d", sz.name, m.name, volumes)
-						mu.Lock()
-						samples[key]++
-						more := samples[key] <= n
-						mu.Unlock()
-						if !more {
-							b.Skipf("%d samples are enough for this case", n)
-						}
 					}
 					f := getFixture(b, sz)
 					var elapsed time.Duration
