@@ -33,9 +33,24 @@ if [ "${#missing[@]}" -gt 0 ]; then
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The DaemonSet scenario runs volume-agent's own image. Cold, its debootstrap
+# (network and dpkg) runs while Kubernetes builds (CPU).
+mkdir -p "$OUT"
+# In a process group of its own (set -m), so that an interrupted run stops
+# it, debootstrap included.
+set -m
+./test/kube/make-image.sh >"$OUT/make-image.log" 2>&1 &
+image_pid=$!
+set +m
+trap 'kill -- "-$image_pid" 2>/dev/null || true' EXIT
 ./test/kube/build-kube.sh "$KUBE_VERSION" "$CACHE/kube/$KUBE_VERSION"
-# The DaemonSet scenario runs volume-agent's own image.
-./test/kube/make-image.sh
+if ! wait "$image_pid"; then
+	cat "$OUT/make-image.log" >&2
+	echo "make test-kube: make image failed" >&2
+	exit 1
+fi
+trap - EXIT
+cat "$OUT/make-image.log"
 
 mkdir -p "$OUT/bin"
 CGO_ENABLED=0 go build -o "$OUT/bin/" ./cmd/volume-agent ./test/gitserver/cmd/gitserver \
