@@ -42,6 +42,7 @@ import (
 // a unix socket, in one temporary dir on the node's disk.
 type agent struct {
 	dir     string
+	layout  volume.Layout
 	plugins *volume.VolumePluginMgr
 	node    csipb.NodeClient
 }
@@ -57,8 +58,8 @@ func newAgent(b *testing.B) *agent {
 		volumetesting.UnmountAllBeneath(b, mounter, dir)
 		os.RemoveAll(dir)
 	})
-	a := &agent{dir: dir, plugins: &volume.VolumePluginMgr{}}
 	layout := volume.Layout{Root: filepath.Join(dir, "root")}
+	a := &agent{dir: dir, layout: layout, plugins: &volume.VolumePluginMgr{}}
 	host := volume.NewHost(volume.HostConfig{Layout: layout, Mounter: mounter, Exec: exec.New(), Clock: clock.RealClock{}, NodeName: "node-a"}, a.plugins)
 	if err := a.plugins.InitPlugins(emptydir.ProbeVolumePlugins(), host); err != nil {
 		b.Fatal(err)
@@ -102,7 +103,9 @@ func newAgent(b *testing.B) *agent {
 
 // BenchmarkEmptyDirSetUpTearDown sets an emptyDir up and tears it down,
 // once per iteration: via=csi over the CSI socket as the kubelet calls it,
-// via=plugin through the plugin's Builder and Cleaner directly.
+// via=plugin through the plugin's Builder and Cleaner directly, and
+// via=plugin+podDir the same, then removes the pod's dir as the kubelet
+// does once the pod is gone, and as the CSI path does after an unpublish.
 func BenchmarkEmptyDirSetUpTearDown(b *testing.B) {
 	for _, medium := range []v1.StorageMedium{v1.StorageMediumDefault, v1.StorageMediumMemory} {
 		name := "disk"
@@ -110,7 +113,8 @@ func BenchmarkEmptyDirSetUpTearDown(b *testing.B) {
 			name = "tmpfs"
 		}
 		b.Run("medium="+name+"/via=csi", func(b *testing.B) { benchCSI(b, medium) })
-		b.Run("medium="+name+"/via=plugin", func(b *testing.B) { benchPlugin(b, medium) })
+		b.Run("medium="+name+"/via=plugin", func(b *testing.B) { benchPlugin(b, medium, false) })
+		b.Run("medium="+name+"/via=plugin+podDir", func(b *testing.B) { benchPlugin(b, medium, true) })
 	}
 }
 
@@ -209,7 +213,7 @@ func (a *agent) unpublish(b *testing.B, id, target string) {
 	}
 }
 
-func benchPlugin(b *testing.B, medium v1.StorageMedium) {
+func benchPlugin(b *testing.B, medium v1.StorageMedium, removePodDir bool) {
 	a := newAgent(b)
 	plugin, err := a.plugins.FindPluginByName(emptydir.PluginName)
 	if err != nil {
@@ -236,5 +240,25 @@ func benchPlugin(b *testing.B, medium v1.StorageMedium) {
 		if err := cleaner.TearDown(); err != nil {
 			b.Fatal(err)
 		}
+		if removePodDir {
+			// Empty dirs only: os.RemoveAll would cross a mount.
+			if err := removeEmptyDirs(a.layout.PodDir(uid)); err != nil {
+				b.Fatal(err)
+			}
+		}
 	}
+}
+
+// removeEmptyDirs removes dir and the dirs beneath it, which must be empty.
+func removeEmptyDirs(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, entry := range entries {
+		if err := removeEmptyDirs(filepath.Join(dir, entry.Name())); err != nil {
+			return err
+		}
+	}
+	return syscall.Rmdir(dir)
 }
