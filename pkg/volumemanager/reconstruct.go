@@ -216,30 +216,14 @@ func (m *Manager) removePodDirs(ctx context.Context, uids []types.UID) {
 		// for the next pass.
 		m.Trigger()
 	}()
-	mounts := &mountTable{mounter: m.cfg.Mounter}
+	listMounts := sync.OnceValues(m.cfg.Mounter.List)
 	for _, uid := range uids {
-		if err := m.removePodDir(ctx, uid, mounts); err != nil {
+		if err := m.removePodDir(ctx, uid, listMounts); err != nil {
 			m.mu.Lock()
 			m.recordEventLocked(Event{Type: EventWarning, Reason: ReasonPodDirKept, PodUID: uid, Pod: m.podNameLocked(uid), Message: err.Error()})
 			m.mu.Unlock()
 		}
 	}
-}
-
-// mountTable lists the mount points once, when first asked.
-type mountTable struct {
-	mounter mount.Interface
-	listed  bool
-	points  []mount.MountPoint
-	err     error
-}
-
-func (t *mountTable) list() ([]mount.MountPoint, error) {
-	if !t.listed {
-		t.points, t.err = t.mounter.List()
-		t.listed = true
-	}
-	return t.points, t.err
 }
 
 // removePodDir removes the dir of the pod uid, which holds no volume. It
@@ -248,7 +232,7 @@ func (t *mountTable) list() ([]mount.MountPoint, error) {
 // leaves. Only when something is left is the mount table read (0.1-0.5 ms
 // on the test VM with 20-220 mounts): a dir with a mount in it is kept;
 // else what is left is removed without crossing a mount.
-func (m *Manager) removePodDir(ctx context.Context, uid types.UID, mounts *mountTable) error {
+func (m *Manager) removePodDir(ctx context.Context, uid types.UID, listMounts func() ([]mount.MountPoint, error)) error {
 	dir := m.cfg.Layout.PodDir(uid)
 	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -272,7 +256,7 @@ func (m *Manager) removePodDir(ctx context.Context, uid types.UID, mounts *mount
 		logger.V(2).Info("Removed pod dir", "podUID", uid, "path", dir)
 		return nil
 	}
-	mountPoints, err := mounts.list()
+	mountPoints, err := listMounts()
 	if err != nil {
 		return fmt.Errorf("keeping pod dir %q: failed to list mount points: %w", dir, err)
 	}

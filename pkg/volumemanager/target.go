@@ -15,9 +15,9 @@ import (
 // targetSuffix ends the files of a pod dir that keep the targets of its
 // volumes set up elsewhere than under the root dir: one file per volume,
 // ROOT/pods/<uid>/<escaped plugin>~<name>.target, holding the target path.
-// They sit in the pod dir itself, with no dir of their own: on ext4 every
-// directory created and removed costs a block allocated and freed, which
-// is most of what a CSI publish costs beyond the plugin's own work (see
+// They sit in the pod dir itself, with no dir of their own: a directory
+// costs a block allocated and freed, which on some file systems (ext4 with
+// discard) is a synchronous discard on every removal (see
 // docs/performance.md). Neither a plugin name nor a volume name holds "~",
 // so the last "~" splits the two.
 const targetSuffix = ".target"
