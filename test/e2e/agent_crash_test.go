@@ -48,22 +48,7 @@ spec:
 // wanted was lost.
 func TestAgentCrashSafety(t *testing.T) {
 	e := newEnv(t)
-	repoDir := filepath.Join(e.dir, "repos", "app.git")
-	if err := os.MkdirAll(filepath.Dir(repoDir), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	repo, err := gitserver.Init(repoDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := repo.Commit(gitserver.DefaultBranch, "initial", gitserver.File("README", "hello\n"), gitserver.File("src/main.go", "package main\n")); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := gitserver.Start(filepath.Dir(repoDir), "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
+	srv := gitRepoForTest(t, "app.git", gitserver.File("README", "hello\n"), gitserver.File("src/main.go", "package main\n"))
 	repoURL := srv.GitURL("app.git")
 	agentArgs := []string{"--git-allowed-protocols", "git"}
 

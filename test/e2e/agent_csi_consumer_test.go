@@ -28,18 +28,7 @@ func TestAgentUsesExternalCSIDriver(t *testing.T) {
 	e := newEnv(t)
 	consumer := e.start()
 
-	repo, err := gitserver.Init(filepath.Join(e.dir, "repos", "site.git"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := repo.Commit(gitserver.DefaultBranch, "initial", gitserver.File("index.html", "hello\n")); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := gitserver.Start(filepath.Join(e.dir, "repos"), "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
+	srv := gitRepoForTest(t, "site.git", gitserver.File("index.html", "hello\n"))
 
 	driverRoot := filepath.Join(e.dir, "driver-root")
 	sock := filepath.Join(e.dir, "csi.sock")

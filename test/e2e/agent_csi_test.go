@@ -98,18 +98,7 @@ func isTmpfs(t *testing.T, path string) bool {
 // mount or volume is left.
 func TestAgentCSIRestart(t *testing.T) {
 	e := newEnv(t)
-	repo, err := gitserver.Init(filepath.Join(e.dir, "repos", "site.git"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := repo.Commit(gitserver.DefaultBranch, "initial", gitserver.File("index.html", "hello\n")); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := gitserver.Start(filepath.Join(e.dir, "repos"), "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
+	srv := gitRepoForTest(t, "site.git", gitserver.File("index.html", "hello\n"))
 
 	sock := filepath.Join(e.dir, "plugins", "csi.sock")
 	registry := filepath.Join(e.dir, "registry")

@@ -25,6 +25,7 @@ import (
 	volumetesting "github.com/volume-agent/volume-agent/pkg/volume/testing"
 	"github.com/volume-agent/volume-agent/pkg/volumemanager"
 	"github.com/volume-agent/volume-agent/test/flocker"
+	"github.com/volume-agent/volume-agent/test/gitserver"
 	"github.com/volume-agent/volume-agent/test/testbin"
 )
 
@@ -319,4 +320,19 @@ func lockHolders(path string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// gitRepoForTest serves the repository name on a loopback git server for t,
+// with one commit of files on the default branch.
+func gitRepoForTest(t *testing.T, name string, files ...gitserver.Entry) *gitserver.Server {
+	t.Helper()
+	srv := gitserver.StartForTest(t)
+	repo, err := srv.NewRepo(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Commit(gitserver.DefaultBranch, "initial", files...); err != nil {
+		t.Fatal(err)
+	}
+	return srv
 }
