@@ -139,7 +139,11 @@ func probeOverlay(mounter mount.Interface, dir string) overlaySupport {
 	if err := cleanProbe(mounter, dir); err != nil {
 		return overlaySupport{reason: "failed to remove a previous probe: " + err.Error()}
 	}
-	defer cleanProbe(mounter, dir)
+	defer func() {
+		if err := cleanProbe(mounter, dir); err != nil {
+			klog.ErrorS(err, "Failed to remove the overlay probe; the next probe tries again", "dir", dir)
+		}
+	}()
 	var firstErr error
 	for _, metacopy := range []bool{true, false} {
 		err := tryOverlay(mounter, dir, metacopy)
@@ -207,17 +211,44 @@ func tryOverlay(mounter mount.Interface, dir string, metacopy bool) error {
 // cleanProbe unmounts and removes what a probe left in dir.
 func cleanProbe(mounter mount.Interface, dir string) error {
 	for _, name := range []string{"a", "b"} {
-		merged := filepath.Join(dir, name, "merged")
-		if notMnt, err := mounter.IsLikelyNotMountPoint(merged); err == nil && !notMnt {
-			if err := mounter.Unmount(merged); err != nil {
-				return err
-			}
+		if err := unmountProbe(mounter, filepath.Join(dir, name, "merged")); err != nil {
+			return err
 		}
 	}
-	if err := util.RemoveVolumeDir(mounter, dir); err != nil {
-		return err
+	return util.RemoveVolumeDir(mounter, dir)
+}
+
+// probeUnmountAttempts bounds the tries of unmountProbe, probeUnmountBackoff
+// is the wait after the first failure (doubled after each).
+const (
+	probeUnmountAttempts = 5
+	probeUnmountBackoff  = 10 * time.Millisecond
+)
+
+// unmountProbe unmounts a probe's overlay at merged, if mounted. An unmount
+// that fails is tried again a few times: a process that another goroutine
+// forks while the probe writes through the overlay holds the file open until
+// it execs, and the unmount fails with EBUSY meanwhile.
+func unmountProbe(mounter mount.Interface, merged string) error {
+	var err error
+	wait := probeUnmountBackoff
+	for attempt := 1; ; attempt++ {
+		notMnt, statErr := mounter.IsLikelyNotMountPoint(merged)
+		if errors.Is(statErr, fs.ErrNotExist) || statErr == nil && notMnt {
+			return nil
+		}
+		if statErr != nil {
+			return fmt.Errorf("failed to check the probe's mount at %q: %w", merged, statErr)
+		}
+		if err = mounter.Unmount(merged); err == nil {
+			return nil
+		}
+		if attempt == probeUnmountAttempts {
+			return fmt.Errorf("failed to unmount the probe's overlay at %q after %d tries: %w", merged, attempt, err)
+		}
+		time.Sleep(wait)
+		wait *= 2
 	}
-	return nil
 }
 
 // recordProbe writes what a probe found where health checks of other

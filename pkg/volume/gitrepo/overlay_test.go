@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -470,5 +471,36 @@ func TestOverlayRefused(t *testing.T) {
 			}
 			env.tearDown(t, "pod")
 		})
+	}
+}
+
+// TestOverlayProbeCleanUpOutlastsABusyMount mounts a probe's overlays for
+// real and keeps a file in one open, as a process forked beside the probe
+// does until it execs: the clean-up waits it out, and leaves neither a
+// mount nor the probe's dir.
+func TestOverlayProbeCleanUpOutlastsABusyMount(t *testing.T) {
+	requireOverlay(t)
+	mounter := mount.New("")
+	dir := filepath.Join(t.TempDir(), ".overlay-probe")
+	t.Cleanup(func() { volumetesting.UnmountAllBeneath(t, mounter, filepath.Dir(dir)) })
+	if err := tryOverlay(mounter, dir, false); err != nil {
+		t.Fatalf("tryOverlay = %v", err)
+	}
+	held, err := os.Open(filepath.Join(dir, "a", "merged", "file"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	released := make(chan struct{})
+	go func() {
+		defer close(released)
+		time.Sleep(2 * probeUnmountBackoff)
+		held.Close()
+	}()
+	if err := cleanProbe(mounter, dir); err != nil {
+		t.Errorf("cleanProbe with a file open for a moment = %v", err)
+	}
+	<-released
+	if _, err := os.Lstat(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the probe's dir is left: %v", err)
 	}
 }
