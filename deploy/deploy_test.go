@@ -208,12 +208,14 @@ func TestDaemonSet(t *testing.T) {
 	}
 	// onHost reports whether path in the pod is a host mount or inside one.
 	onHost := func(path string) bool {
-		for p := path; p != "/"; p = filepath.Dir(p) {
+		for p := path; ; p = filepath.Dir(p) {
 			if _, ok := mounts[p]; ok {
 				return true
 			}
+			if p == filepath.Dir(p) { // "/" or "."
+				return false
+			}
 		}
-		return false
 	}
 	for _, path := range []string{"/var/lib/kubelet", "/var/lib/volume-agent"} {
 		m, ok := mounts[path]

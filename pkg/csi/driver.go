@@ -114,20 +114,11 @@ func New(cfg Config) (*Driver, error) {
 // error shown on its source.
 func (d *Driver) Sync(ctx context.Context) error {
 	logger := klog.FromContext(ctx)
-	records, bad, err := d.store.load()
-	if err != nil {
-		return err
-	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	updates := make([]volumemanager.SourceUpdate, 0, len(records)+len(bad))
-	for _, r := range records {
-		d.records[r.TargetPath] = r
-		updates = append(updates, d.sourceUpdate(r))
-	}
-	for path, err := range bad {
-		logger.Error(err, "Failed to read a CSI publish record; nothing is torn down until it is removed", "path", path)
-		updates = append(updates, volumemanager.SourceUpdate{Source: SourcePrefix + path, Err: err})
+	updates, err := restoreSources(logger, d.store, d.records, SourcePrefix, d.sourceUpdate)
+	if err != nil {
+		return err
 	}
 	staged, err := d.syncStagedLocked(logger)
 	if err != nil {
@@ -135,8 +126,31 @@ func (d *Driver) Sync(ctx context.Context) error {
 	}
 	updates = append(updates, staged...)
 	d.cfg.Manager.UpdateSources(updates...)
-	logger.V(1).Info("Read the CSI publish records", "records", len(records), "unreadable", len(bad), "staged", len(d.staged), "stagedPublishes", len(d.stagedPublishes))
+	logger.V(1).Info("Read the CSI publish records", "records", len(d.records), "staged", len(d.staged), "stagedPublishes", len(d.stagedPublishes))
 	return nil
+}
+
+// restoreSources reads the records of store back into byPath, and returns
+// what each says to the volume manager: update(r), or, for a record that
+// does not decode, an error on the source prefix + its path, which keeps
+// the manager from tearing down what it does not know until the record is
+// removed.
+func restoreSources(logger klog.Logger, store recordStore, byPath map[string]*publishRecord, prefix string,
+	update func(*publishRecord) volumemanager.SourceUpdate) ([]volumemanager.SourceUpdate, error) {
+	records, bad, err := store.load()
+	if err != nil {
+		return nil, err
+	}
+	updates := make([]volumemanager.SourceUpdate, 0, len(records)+len(bad))
+	for _, r := range records {
+		byPath[r.TargetPath] = r
+		updates = append(updates, update(r))
+	}
+	for path, err := range bad {
+		logger.Error(err, "Failed to read a CSI record; nothing is torn down until it is removed", "path", path, "source", prefix+path)
+		updates = append(updates, volumemanager.SourceUpdate{Source: prefix + path, Err: err})
+	}
+	return updates, nil
 }
 
 // sourceUpdate returns what r says to the volume manager.

@@ -39,6 +39,7 @@ type env struct {
 	root    string
 	kubelet string
 	m       *volumemanager.Manager
+	plugins *volume.VolumePluginMgr
 	node    csipb.NodeClient
 	ident   csipb.IdentityClient
 	// stop stops the driver and the manager, once; the test's cleanup
@@ -73,6 +74,7 @@ func newEnv(t *testing.T, gitCfg gitrepo.Config, extraPlugins ...volume.VolumePl
 	if err := plugins.InitPlugins(append(probed, extraPlugins...), host); err != nil {
 		t.Fatal(err)
 	}
+	e.plugins = plugins
 	e.m, err = volumemanager.New(volumemanager.Config{
 		Plugins:  plugins,
 		Layout:   layout,

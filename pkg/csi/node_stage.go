@@ -140,18 +140,9 @@ func (d *Driver) stageSourceUpdate(r *publishRecord) volumemanager.SourceUpdate 
 // syncStagedLocked reads the stage and staged-publish records back, and
 // returns what the stages say to the volume manager; see Sync.
 func (d *Driver) syncStagedLocked(logger klog.Logger) ([]volumemanager.SourceUpdate, error) {
-	stages, bad, err := d.stageStore.load()
+	updates, err := restoreSources(logger, d.stageStore, d.staged, StageSourcePrefix, d.stageSourceUpdate)
 	if err != nil {
 		return nil, err
-	}
-	updates := make([]volumemanager.SourceUpdate, 0, len(stages)+len(bad))
-	for _, r := range stages {
-		d.staged[r.TargetPath] = r
-		updates = append(updates, d.stageSourceUpdate(r))
-	}
-	for path, err := range bad {
-		logger.Error(err, "Failed to read a CSI stage record; nothing is torn down until it is removed", "path", path)
-		updates = append(updates, volumemanager.SourceUpdate{Source: StageSourcePrefix + path, Err: err})
 	}
 	published, badPublished, err := d.stagedPublishStore.load()
 	if err != nil {

@@ -288,3 +288,39 @@ func TestRegistration(t *testing.T) {
 		t.Errorf("the registration socket is still there after Serve returned: %v", err)
 	}
 }
+
+// TestSyncKeepsUnreadableRecordsAsSourceErrors restarts the driver over a
+// publish record and a stage record that do not decode: each becomes a
+// source with an error, which keeps the manager from tearing down what it
+// does not know.
+func TestSyncKeepsUnreadableRecordsAsSourceErrors(t *testing.T) {
+	e := newEnv(t, gitConfig())
+	want := map[string]bool{} // source name -> seen with its error
+	for dir, prefix := range map[string]string{csi.RecordDir: csi.SourcePrefix, csi.StagedRecordDir: csi.StageSourcePrefix} {
+		path := filepath.Join(e.root, dir, "broken.json")
+		if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte("{not json"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		want[prefix+path] = false
+	}
+	driver, err := csi.New(csi.Config{DriverName: "volume-agent.io", VendorVersion: "test", NodeID: "node-a", RootDir: e.root, Manager: e.m, Plugins: e.plugins})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := driver.Sync(context.Background()); err != nil {
+		t.Fatalf("Sync() = %v", err)
+	}
+	for _, source := range e.m.Sources() {
+		if _, ok := want[source.Name]; ok && strings.Contains(source.Error, "failed to decode CSI record") {
+			want[source.Name] = true
+		}
+	}
+	for name, seen := range want {
+		if !seen {
+			t.Errorf("no source %q with the record's decode error in %+v", name, e.m.Sources())
+		}
+	}
+}
